@@ -1,0 +1,7 @@
+"""mlmcorpus: raw text in, masked-language-model pretraining shards out."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,708 @@
+"""Stream documents out of raw text files.
+
+``iter_documents(sources, config, stats)`` is the first stage of every pipeline:
+it expands paths, directories and globs, opens (and decompresses) each file,
+reads it line by line with a cap on line length, repairs what can be repaired
+(invalid UTF-8, NUL bytes, control characters), normalises Unicode, splits
+prose into sentences and yields one :class:`Document` at a time.  Nothing here
+ever holds more than one document (or one capped line) in memory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import io
+import json
+import logging
+import lzma
+import os
+import sys
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from mlmcorpus.errors import ConfigError, InputError
+from mlmcorpus.sentences import get_splitter
+
+__all__ = [
+    "FORMATS",
+    "COMPRESSIONS",
+    "Document",
+    "ReaderConfig",
+    "ReadStats",
+    "Source",
+    "resolve_sources",
+    "detect_format",
+    "iter_documents",
+    "iter_sentences",
+    "open_source",
+]
+
+log = logging.getLogger("mlmcorpus")
+
+FORMATS = ("bert", "jsonl", "parquet", "text")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".bert": "bert",
+}
+_SNIFF_BYTES = 8192
+_GLOB_CHARS = set("*?[")
+
+# Control characters (Unicode category Cc) other than tab/newline/CR, plus the
+# byte-order mark, are deleted; tabs become spaces.  Built once: str.translate
+# with a dict is the fastest pure-Python way to delete a set of characters.
+_CONTROL_TABLE: dict[int, str | None] = {
+    c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r"
+}  # exactly Unicode category Cc (checked in the tests)
+_CONTROL_TABLE[0xFEFF] = None
+_CONTROL_TABLE[ord("\t")] = " "
+
+
+@dataclass(slots=True)
+class Document:
+    """One document: an id, its sentences (stripped, non-empty) and where it came from."""
+
+    id: str
+    sentences: list[str]
+    source: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "sentences": self.sentences}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How raw files are read, normalised and split.
+
+    ``input_format`` None means: by file extension (and by content for stdin).
+    ``normalize`` is a Unicode normal form (``NFC``/``NFKC``) or ``none``.
+    ``max_line_bytes`` caps one physical line (and one prose paragraph); longer
+    lines are skipped and counted so a 50 MB line cannot exhaust memory.
+    """
+
+    input_format: str | None = None
+    text_field: str = "text"
+    id_field: str = "id"
+    text_column: str = "text"
+    doc_boundary: str = "blank"
+    splitter: str = "rules"
+    normalize: str = "nfc"
+    lowercase: bool = False
+    strip_control: bool = True
+    max_line_bytes: int = 16 * 1024 * 1024
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_format is not None and self.input_format not in FORMATS:
+            raise ConfigError(f"--input-format: unknown format {self.input_format!r} (choose from {', '.join(FORMATS)})")
+        if self.doc_boundary not in ("blank", "file"):
+            raise ConfigError(f"--doc-boundary: expected 'blank' or 'file', got {self.doc_boundary!r}")
+        if self.normalize.lower() not in ("nfc", "nfkc", "none"):
+            raise ConfigError(f"--normalize: expected nfc, nfkc or none, got {self.normalize!r}")
+        if self.max_line_bytes < 1024:
+            raise ConfigError(f"--max-line-bytes: must be at least 1024, got {self.max_line_bytes}")
+        try:
+            get_splitter(self.splitter)
+        except ValueError as e:
+            raise ConfigError(f"--splitter: {e}") from None
+
+
+@dataclass
+class ReadStats:
+    """Counters of what was read, skipped and repaired; warns once per reason.
+
+    ``skipped`` counts records/files dropped by reason; ``repaired`` counts
+    problems fixed in place (invalid UTF-8 sequences replaced, NUL bytes removed).
+    """
+
+    files: int = 0
+    documents: int = 0
+    sentences: int = 0
+    bytes: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+    _warned: set = field(default_factory=set, repr=False)
+
+    def skip(self, reason: str, message: str, n: int = 1) -> None:
+        self.skipped[reason] += n
+        self._warn_once(reason, message)
+
+    def repair(self, reason: str, message: str, n: int = 1) -> None:
+        self.repaired[reason] += n
+        self._warn_once(reason, message)
+
+    def _warn_once(self, reason: str, message: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("%s (further cases are counted, not shown)", message)
+
+    def as_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "documents": self.documents,
+            "sentences": self.sentences,
+            "bytes": self.bytes,
+            "skipped": dict(sorted(self.skipped.items())),
+            "repaired": dict(sorted(self.repaired.items())),
+        }
+
+    def merge(self, other: ReadStats) -> None:
+        self.files += other.files
+        self.documents += other.documents
+        self.sentences += other.sentences
+        self.bytes += other.bytes
+        self.skipped.update(other.skipped)
+        self.repaired.update(other.repaired)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a path (``-`` is stdin), its format and compression.
+
+    ``explicit`` is True when the user named the file itself (not found by
+    walking a directory or a glob): a bad explicit file is an error, a bad file
+    found while walking is skipped and counted.
+    """
+
+    path: str
+    format: str | None
+    compression: str | None
+    explicit: bool = True
+
+    @property
+    def name(self) -> str:
+        return "stdin" if self.path == "-" else self.path
+
+
+def _split_ext(path: str) -> tuple[str | None, str | None]:
+    """Return (format, compression) from a file name, either None when unknown."""
+    name = os.path.basename(path).lower()
+    compression = None
+    for ext, comp in COMPRESSIONS.items():
+        if name.endswith(ext):
+            compression = comp
+            name = name[: -len(ext)]
+            break
+    if name.endswith(".bert.txt"):
+        return "bert", compression
+    fmt = _EXTENSIONS.get(os.path.splitext(name)[1])
+    return fmt, compression
+
+
+def detect_format(path: str) -> str | None:
+    """The input format implied by a file name (``a.jsonl.gz`` -> ``jsonl``), or None."""
+    return _split_ext(path)[0]
+
+
+def _is_hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split(os.sep) if part not in (".", ".."))
+
+
+def resolve_sources(specs: Iterable[str], input_format: str | None = None) -> list[Source]:
+    """Expand files, directories (recursive, sorted, hidden skipped), globs and ``-``.
+
+    Raises :class:`InputError` for a missing path, a glob or directory with no
+    readable files, or a file whose format cannot be told from its name.
+    """
+    sources: list[Source] = []
+    specs = list(specs)
+    if not specs:
+        raise InputError("no input given (pass files, directories, globs or - for stdin)")
+    for spec in specs:
+        if spec == "-":
+            sources.append(Source("-", input_format, None, True))
+            continue
+        if os.path.isdir(spec):
+            found = []
+            for root, dirs, files in os.walk(spec):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    if f.startswith("."):
+                        continue
+                    path = os.path.join(root, f)
+                    fmt, comp = _split_ext(path)
+                    if input_format is None and fmt is None:
+                        continue
+                    found.append(Source(path, input_format or fmt, comp, False))
+            if not found:
+                raise InputError(f"{spec}: directory has no input files (looked for {', '.join(sorted(_EXTENSIONS))}, optionally compressed)")
+            sources.extend(sorted(found, key=lambda s: s.path))
+            continue
+        if os.path.lexists(spec):
+            if not os.path.exists(spec):
+                raise InputError(f"{spec}: broken symbolic link")
+            if not os.path.isfile(spec) and not _is_stream(spec):
+                raise InputError(f"{spec}: not a regular file or directory")
+            fmt, comp = _split_ext(spec)
+            fmt = input_format or fmt
+            if fmt is None:
+                raise InputError(
+                    f"{spec}: cannot tell the input format from the file name; pass --input-format ({', '.join(FORMATS)})"
+                )
+            sources.append(Source(spec, fmt, comp, True))
+            continue
+        if _GLOB_CHARS & set(spec):
+            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise InputError(f"{spec}: pattern matches no files")
+            for path in matches:
+                fmt, comp = _split_ext(path)
+                if input_format is None and fmt is None:
+                    continue
+                sources.append(Source(path, input_format or fmt, comp, False))
+            continue
+        raise InputError(f"{spec}: no such file or directory")
+    return sources
+
+
+def _is_stream(path: str) -> bool:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _open_raw(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _wrap_compression(raw: BinaryIO, compression: str | None) -> BinaryIO:
+    if compression is None:
+        return raw
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if compression == "bz2":
+        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise InputError("reading .zst files needs the zstandard package: pip install 'mlmcorpus[zstd]'") from None
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    raise InputError(f"unknown compression {compression!r}")
+
+
+def _sniff_compression(head: bytes) -> str | None:
+    for magic, comp in _MAGIC:
+        if head.startswith(magic):
+            return comp
+    return None
+
+
+class _Opened:
+    """An open source: ``stream`` is the decompressed bytes, ``raw`` the file for progress."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        if source.path == "-":
+            raw = sys.stdin.buffer
+            head = raw.peek(8) if hasattr(raw, "peek") else b""
+            compression = _sniff_compression(head[:8])
+        else:
+            try:
+                raw = _open_raw(source.path)
+            except PermissionError:
+                raise InputError(f"{source.path}: permission denied") from None
+            except IsADirectoryError:
+                raise InputError(f"{source.path}: is a directory") from None
+            except OSError as e:
+                raise InputError(f"{source.path}: cannot open ({e.strerror or e})") from None
+            compression = source.compression
+        self.raw = raw
+        self.compression = compression
+        self.stream = _wrap_compression(raw, compression)
+
+    def position(self) -> int:
+        try:
+            return self.raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        if self.source.path != "-":
+            try:
+                self.stream.close()
+            finally:
+                self.raw.close()
+
+
+def open_source(source: Source) -> _Opened:
+    """Open ``source`` for reading decompressed bytes (see :class:`_Opened`)."""
+    return _Opened(source)
+
+
+def _looks_binary(head: bytes) -> str | None:
+    """Why ``head`` (the first bytes of a file) is not text, or None if it looks like text."""
+    if not head:
+        return None
+    nul = head.count(b"\x00")
+    if nul > max(2, len(head) // 1000):
+        return f"{nul} NUL bytes in the first {len(head)} bytes"
+    text = head.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - head.count(b"\xef\xbf\xbd")
+    if bad > max(4, len(text) // 10):
+        return "mostly not UTF-8 text"
+    return None
+
+
+def _check_text_file(opened: _Opened) -> str | None:
+    """Return a reason when the start of an open text-format source is binary."""
+    stream = opened.stream
+    try:
+        if opened.source.path == "-":
+            head = stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(stream, "peek") else b""
+        else:
+            head = stream.read(_SNIFF_BYTES)  # the caller reopens: not every stream can seek back
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise InputError(f"{opened.source.name}: corrupt or truncated {opened.compression} data ({e})") from None
+    except Exception as e:  # zstandard raises its own ZstdError
+        raise InputError(f"{opened.source.name}: cannot decompress ({e})") from None
+    return _looks_binary(head)
+
+
+class _TextCleaner:
+    """Decode, repair and normalise text; counts what it repairs."""
+
+    def __init__(self, config: ReaderConfig, stats: ReadStats):
+        self.stats = stats
+        form = config.normalize.upper()
+        self.form = None if form == "NONE" else form
+        self.lowercase = config.lowercase
+        self.table = _CONTROL_TABLE if config.strip_control else None
+
+    def decode(self, raw: bytes, where: str) -> str:
+        if b"\x00" in raw:
+            n = raw.count(b"\x00")
+            raw = raw.replace(b"\x00", b"")
+            self.stats.repair("nul_bytes", f"{where}: removed NUL bytes", n)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            n = text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+            self.stats.repair("invalid_utf8", f"{where}: invalid UTF-8 replaced by U+FFFD", max(n, 1))
+            return text
+
+    def clean(self, text: str) -> str:
+        if self.table is not None:
+            text = text.translate(self.table)
+        if self.form is not None and not unicodedata.is_normalized(self.form, text):
+            text = unicodedata.normalize(self.form, text)
+        if self.lowercase:
+            text = text.lower()
+        return text
+
+
+def _iter_lines(stream: BinaryIO, cap: int, stats: ReadStats, name: str) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes) with the newline kept; None for a line over ``cap`` bytes."""
+    lineno = 0
+    readline = stream.readline
+    while True:
+        line = readline(cap + 1)
+        if not line:
+            return
+        lineno += 1
+        stats.bytes += len(line)
+        if len(line) > cap and not line.endswith(b"\n"):
+            while True:  # drain the rest of the long line in bounded chunks
+                chunk = readline(1 << 20)
+                stats.bytes += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            stats.skip(
+                "line_too_long",
+                f"{name}:{lineno}: line longer than {cap} bytes skipped (raise --max-line-bytes to keep such lines)",
+            )
+            yield lineno, None
+            continue
+        yield lineno, line
+
+
+class _DocumentReader:
+    """Turns one open source into documents according to its format."""
+
+    def __init__(self, config: ReaderConfig, stats: ReadStats):
+        self.config = config
+        self.stats = stats
+        self.cleaner = _TextCleaner(config, stats)
+        self.split = get_splitter(config.splitter)
+
+    def paragraph_sentences(self, paragraph: str) -> list[str]:
+        text = self.cleaner.clean(paragraph)
+        out = []
+        for s in self.split(text):
+            s = " ".join(s.split())
+            if s:
+                out.append(s)
+        return out
+
+    def text_sentences(self, text: str) -> list[str]:
+        """Sentences of a multi-paragraph text (paragraphs separated by newlines)."""
+        out: list[str] = []
+        for para in text.splitlines():
+            if para.strip():
+                out.extend(self.paragraph_sentences(para))
+        return out
+
+    def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document]:
+        if fmt == "bert":
+            yield from self._read_bert(source, stream)
+        elif fmt == "jsonl":
+            yield from self._read_jsonl(source, stream)
+        elif fmt == "text":
+            yield from self._read_text(source, stream)
+        else:  # pragma: no cover - guarded by ReaderConfig/resolve_sources
+            raise InputError(f"{source.name}: unknown format {fmt!r}")
+
+    def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
+        sentences: list[str] = []
+        n = 0
+        for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name):
+            if raw is None:
+                continue
+            line = self.cleaner.clean(self.cleaner.decode(raw, f"{source.name}:{lineno}"))
+            line = " ".join(line.split())
+            if line:
+                sentences.append(line)
+            elif sentences:
+                yield Document(f"{source.name}:{n}", sentences, source.name)
+                n += 1
+                sentences = []
+        if sentences:
+            yield Document(f"{source.name}:{n}", sentences, source.name)
+
+    def _read_text(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
+        cap = self.config.max_line_bytes
+        per_file = self.config.doc_boundary == "file"
+        para: list[str] = []
+        para_bytes = 0
+        sentences: list[str] = []
+        n = 0
+
+        def flush_para() -> None:
+            nonlocal para, para_bytes
+            if para:
+                sentences.extend(self.paragraph_sentences(" ".join(para)))
+            para = []
+            para_bytes = 0
+
+        for lineno, raw in _iter_lines(stream, cap, self.stats, source.name):
+            if raw is None:
+                continue
+            line = self.cleaner.decode(raw, f"{source.name}:{lineno}")
+            if line.strip():
+                para.append(line)
+                para_bytes += len(raw)
+                if para_bytes > cap:  # a paragraph without blank lines: split what we have
+                    flush_para()
+                continue
+            flush_para()
+            if not per_file and sentences:
+                yield Document(f"{source.name}:{n}", sentences, source.name)
+                n += 1
+                sentences = []
+        flush_para()
+        if sentences:
+            yield Document(f"{source.name}:{n}", sentences, source.name)
+
+    def _read_jsonl(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
+        cfg = self.config
+        field_name = cfg.text_field
+        for lineno, raw in _iter_lines(stream, cfg.max_line_bytes, self.stats, source.name):
+            if raw is None:
+                if cfg.strict:
+                    raise InputError(f"{source.name}:{lineno}: line longer than {cfg.max_line_bytes} bytes")
+                continue
+            if not raw.strip():
+                continue
+            where = f"{source.name}:{lineno}"
+            line = self.cleaner.decode(raw, where)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                if cfg.strict:
+                    raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+                self.stats.skip("malformed_json", f"{where}: malformed JSON line skipped ({e.msg}); --strict makes this an error")
+                continue
+            if not isinstance(record, dict):
+                if cfg.strict:
+                    raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                self.stats.skip("malformed_json", f"{where}: JSON line is not an object, skipped")
+                continue
+            text = record.get(field_name)
+            if text is None and field_name not in record and isinstance(record.get("sentences"), list):
+                # Our own `stream` output: already split into sentences.
+                sentences = [
+                    " ".join(self.cleaner.clean(s).split()) for s in record["sentences"] if isinstance(s, str)
+                ]
+                sentences = [s for s in sentences if s]
+            elif field_name not in record:
+                keys = ", ".join(sorted(map(str, record))[:10])
+                if cfg.strict:
+                    raise InputError(f"{where}: no field {field_name!r} (fields: {keys}); set --text-field")
+                self.stats.skip(
+                    "missing_text_field",
+                    f"{where}: record has no field {field_name!r}, skipped. Is --text-field correct? Available fields: {keys}",
+                )
+                continue
+            elif not isinstance(text, str):
+                if cfg.strict:
+                    raise InputError(f"{where}: field {field_name!r} is {type(text).__name__}, not a string")
+                self.stats.skip("non_string_text", f"{where}: field {field_name!r} is not a string, skipped")
+                continue
+            else:
+                sentences = self.text_sentences(text)
+            if not sentences:
+                self.stats.skip("empty_document", f"{where}: empty document skipped")
+                continue
+            rid = record.get(cfg.id_field)
+            doc_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else where
+            yield Document(doc_id, sentences, source.name)
+
+    def read_parquet(self, source: Source) -> Iterator[Document]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cfg = self.config
+        if source.path == "-":
+            raise InputError("parquet input cannot be read from stdin; pass the file path")
+        if source.compression:
+            raise InputError(f"{source.path}: parquet files are compressed inside; remove the {source.compression} layer")
+        try:
+            pf = pq.ParquetFile(source.path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{source.path}: not a readable Parquet file ({e})") from None
+        names = pf.schema_arrow.names
+        if cfg.text_column not in names:
+            raise InputError(f"{source.path}: no column {cfg.text_column!r} (columns: {', '.join(names)}); set --text-column")
+        columns = [cfg.text_column] + ([cfg.id_field] if cfg.id_field in names and cfg.id_field != cfg.text_column else [])
+        row = 0
+        try:
+            for batch in pf.iter_batches(batch_size=1024, columns=columns):
+                texts = batch.column(0).to_pylist()
+                ids = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(texts)
+                for text, rid in zip(texts, ids):
+                    where = f"{source.path}:row {row}"
+                    row += 1
+                    if not isinstance(text, str):
+                        if cfg.strict:
+                            raise InputError(f"{where}: column {cfg.text_column!r} is not a string")
+                        self.stats.skip("non_string_text", f"{where}: {cfg.text_column!r} is not a string, skipped")
+                        continue
+                    self.stats.bytes += len(text.encode("utf-8"))
+                    sentences = self.text_sentences(text)
+                    if not sentences:
+                        self.stats.skip("empty_document", f"{where}: empty document skipped")
+                        continue
+                    yield Document(str(rid) if rid is not None else where, sentences, source.name)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{source.path}: corrupt Parquet data ({e})") from None
+
+
+def iter_documents(
+    sources: Iterable[Source],
+    config: ReaderConfig | None = None,
+    stats: ReadStats | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[Document]:
+    """Yield the documents of every source, in order.
+
+    ``on_progress(n)`` is called with the number of raw (on-disk) bytes consumed
+    since the previous call, for progress bars.  Raises :class:`InputError` on
+    problems that make a whole file unusable; per-record problems are skipped and
+    counted in ``stats`` (or raised with ``config.strict``).
+    """
+    config = config or ReaderConfig()
+    stats = stats if stats is not None else ReadStats()
+    reader = _DocumentReader(config, stats)
+    for source in sources:
+        fmt = source.format
+        if fmt is None and source.path != "-":
+            raise InputError(f"{source.name}: unknown input format; pass --input-format ({', '.join(FORMATS)})")
+        stats.files += 1
+        if fmt == "parquet":
+            size = os.path.getsize(source.path) if source.path != "-" else 0
+            for doc in reader.read_parquet(source):
+                stats.documents += 1
+                stats.sentences += len(doc.sentences)
+                yield doc
+            if on_progress:
+                on_progress(size)
+            continue
+        opened = open_source(source)
+        if fmt is None:
+            fmt = _sniff_stdin_format(opened)
+        why = _check_text_file(opened)
+        if why is not None:
+            opened.close()
+            if source.explicit:
+                raise InputError(f"{source.name}: looks like a binary file ({why}); expected {fmt} text")
+            stats.skip("binary_file", f"{source.name}: looks like a binary file ({why}), skipped")
+            continue
+        if source.path != "-":
+            opened.close()
+            opened = open_source(source)
+        last = 0
+        try:
+            for doc in reader.read(source, opened.stream, fmt):
+                stats.documents += 1
+                stats.sentences += len(doc.sentences)
+                if on_progress is not None:
+                    pos = opened.position()
+                    if pos > last:
+                        on_progress(pos - last)
+                        last = pos
+                yield doc
+        except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
+            raise InputError(f"{source.name}: corrupt or truncated {opened.compression} data ({e})") from None
+        except OSError as e:
+            raise InputError(f"{source.name}: read error ({e})") from None
+        except InputError:
+            raise
+        except Exception as e:
+            if type(e).__name__ == "ZstdError":
+                raise InputError(f"{source.name}: corrupt zstd data ({e})") from None
+            raise
+        finally:
+            if on_progress is not None:
+                pos = opened.position()
+                if pos > last:
+                    on_progress(pos - last)
+            opened.close()
+
+
+def _sniff_stdin_format(opened: _Opened) -> str:
+    """JSON Lines when (decompressed) stdin starts with ``{``, else prose text."""
+    stream = opened.stream
+    head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+    return "jsonl" if head.lstrip().startswith(b"{") else "text"
+
+
+def iter_sentences(documents: Iterable[Document]) -> Iterator[str]:
+    """Every sentence of every document, in order (the tokenizer trainer's input)."""
+    for doc in documents:
+        yield from doc.sentences

@@ -1,0 +1,592 @@
+"""Train and load tokenizers behind one interface.
+
+Three kinds load: a sentencepiece ``.model`` (ours or anyone's), a BERT
+WordPiece ``vocab.txt`` and a Hugging Face ``tokenizer.json`` (both through the
+``tokenizers`` package, the ``hf`` extra).  Every kind offers batch encoding to
+flat NumPy arrays, the vocabulary size, the ids of the five BERT special tokens,
+id -> piece, and which pieces start a word (for whole-word masking).
+
+Training uses sentencepiece fed from our own streaming reader through
+``sentence_iterator`` (no temporary copy of the corpus).  Trained models reserve
+``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4`` and, by default, normalise with
+``nfkc_hangul``: NFKC except that Hangul compatibility jamo (``ㅋ``, ``ㅠ``, common
+in Korean web text) stay as written instead of becoming conjoining jamo, which
+render as different characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+
+import numpy as np
+
+from mlmcorpus import __version__
+from mlmcorpus.errors import ConfigError, TokenizerError
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "SpecialIds",
+    "EncodedBatch",
+    "Tokenizer",
+    "TrainConfig",
+    "load_tokenizer",
+    "train_tokenizer",
+    "hangul_preserving_nfkc_rules",
+    "file_sha256",
+]
+
+log = logging.getLogger("mlmcorpus")
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_ROLES = ("pad", "unk", "cls", "sep", "mask")
+# Spellings other tokenizer families use for the same roles (RoBERTa/XLM-R style).
+_ALIASES = {
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "cls": ("[CLS]", "<cls>", "<s>"),
+    "sep": ("[SEP]", "<sep>", "</s>"),
+    "mask": ("[MASK]", "<mask>"),
+}
+NORMALIZATIONS = ("nfkc_hangul", "nmt_nfkc", "nfkc", "identity")
+MODEL_TYPES = ("unigram", "bpe")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Ids of the BERT special tokens in a vocabulary."""
+
+    pad: int
+    unk: int
+    cls: int
+    sep: int
+    mask: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def all(self) -> tuple[int, ...]:
+        return (self.pad, self.unk, self.cls, self.sep, self.mask)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Token ids of many sentences, ragged: sentence i is ``ids[offsets[i]:offsets[i+1]]``.
+
+    ``ids``: int32[total_tokens]; ``offsets``: int64[n_sentences + 1].
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]]) -> EncodedBatch:
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+        return cls(ids, offsets)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Tokenizer(ABC):
+    """What every tokenizer kind offers the pipeline.
+
+    ``vocab_size`` counts every id the tokenizer can emit, including special
+    tokens appended by ``add_special_tokens=True`` at load time (those get the
+    ids right after the base vocabulary).
+    """
+
+    kind: str
+    path: str
+    special_ids: SpecialIds
+
+    def __init__(self, path: str, base_size: int, added: Sequence[str] = ()):
+        self.path = path
+        self.base_size = base_size
+        self.added = tuple(added)
+        self._sha256: str | None = None
+        self._word_start: np.ndarray | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base_size + len(self.added)
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
+
+    @abstractmethod
+    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
+        """Encode many sentences at once (no special tokens added)."""
+
+    def encode(self, sentence: str) -> list[int]:
+        return self.encode_batch([sentence])[0].tolist()
+
+    @abstractmethod
+    def _base_piece(self, i: int) -> str: ...
+
+    @abstractmethod
+    def _base_decode(self, ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def _is_base_word_start(self, piece: str) -> bool: ...
+
+    def id_to_piece(self, i: int) -> str:
+        if 0 <= i < self.base_size:
+            return self._base_piece(i)
+        if self.base_size <= i < self.vocab_size:
+            return self.added[i - self.base_size]
+        raise IndexError(f"token id {i} out of range (vocab size {self.vocab_size})")
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; special tokens are dropped."""
+        specials = set(self.special_ids.all())
+        return self._base_decode([int(i) for i in ids if int(i) < self.base_size and int(i) not in specials])
+
+    def word_start_mask(self) -> np.ndarray:
+        """bool[vocab_size]: True where the piece starts a word (specials count as starts)."""
+        if self._word_start is None:
+            mask = np.fromiter(
+                (self._is_base_word_start(self._base_piece(i)) for i in range(self.base_size)),
+                dtype=bool,
+                count=self.base_size,
+            )
+            mask = np.concatenate([mask, np.ones(len(self.added), dtype=bool)])
+            mask[list(self.special_ids.all())] = True
+            self._word_start = mask
+        return self._word_start
+
+    def info(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "special_ids": self.special_ids.as_dict(),
+            "added_special_tokens": list(self.added),
+        }
+
+    def _resolve_specials(self, lookup: Callable[[str], int | None], add: bool) -> None:
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for role in _ROLES:
+            for spelling in _ALIASES[role]:
+                i = lookup(spelling)
+                if i is not None:
+                    found[role] = i
+                    break
+            else:
+                missing.append(role)
+        if missing:
+            names = [SPECIAL_TOKENS[_ROLES.index(r)] for r in missing]
+            if not add:
+                raise TokenizerError(
+                    f"{self.path}: tokenizer lacks special tokens {', '.join(names)}; "
+                    "pass --add-special-tokens to append them to the vocabulary"
+                )
+            for role, name in zip(missing, names):
+                found[role] = self.base_size + len(self.added)
+                self.added += (name,)
+        self.special_ids = SpecialIds(**found)
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A sentencepiece model (unigram or BPE)."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, path: str, add_special_tokens: bool = False, threads: int = 1):
+        import sentencepiece as spm
+
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=path)
+        except (OSError, RuntimeError) as e:
+            raise TokenizerError(f"{path}: not a loadable sentencepiece model ({str(e).splitlines()[0]})") from None
+        super().__init__(path, self.sp.get_piece_size())
+        self.threads = threads
+        self._resolve_specials(self._lookup, add_special_tokens)
+
+    def _lookup(self, piece: str) -> int | None:
+        i = self.sp.piece_to_id(piece)
+        return i if self.sp.id_to_piece(i) == piece else None
+
+    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
+        return EncodedBatch.from_lists(self.sp.encode(list(sentences), out_type=int, num_threads=self.threads))
+
+    def _base_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
+
+    def _base_decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
+
+    def _is_base_word_start(self, piece: str) -> bool:
+        return piece.startswith("\u2581")
+
+    def info(self) -> dict:
+        out = super().info()
+        spec = self.sp.serialized_model_proto()
+        out["model_type"] = _model_type_of(spec)
+        return out
+
+
+def _model_type_of(proto: bytes) -> str:
+    """Read trainer_spec.model_type from a serialized ModelProto without protobuf."""
+    import sentencepiece as spm
+
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb  # needs protobuf; optional
+
+        m = pb.ModelProto()
+        m.ParseFromString(proto)
+        return pb.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower()
+    except Exception:
+        del spm
+        return "unknown"
+
+
+class HFTokenizer(Tokenizer):
+    """A WordPiece ``vocab.txt`` or a Hugging Face ``tokenizer.json`` via ``tokenizers``."""
+
+    def __init__(self, path: str, kind: str, lowercase: bool | None = None, add_special_tokens: bool = False):
+        try:
+            from tokenizers import Tokenizer as HFTok
+            from tokenizers import decoders, models, normalizers, pre_tokenizers
+        except ImportError:
+            raise TokenizerError(
+                f"{path}: loading WordPiece vocab.txt / tokenizer.json needs the tokenizers package: "
+                "pip install 'mlmcorpus[hf]'"
+            ) from None
+        self.kind = kind
+        self.lowercase: bool | None = None
+        if kind == "wordpiece":
+            vocab = _read_vocab_txt(path)
+            if "[UNK]" not in vocab:
+                raise TokenizerError(f"{path}: WordPiece vocab lacks [UNK]; it is needed to encode unknown words")
+            if lowercase is None:
+                # Uncased vocabularies (bert-base-uncased) have no upper-case letters outside [..] specials.
+                lowercase = not any(any(c.isupper() for c in w) for w in vocab if not w.startswith("["))
+            self.lowercase = lowercase
+            tok = HFTok(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+            tok.normalizer = normalizers.BertNormalizer(
+                clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+            )
+            tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            tok.decoder = decoders.WordPiece()
+            self._prefix = "##"
+            self._start_marker = None
+        else:
+            try:
+                tok = HFTok.from_file(path)
+            except Exception as e:
+                raise TokenizerError(f"{path}: not a loadable tokenizer.json ({str(e).splitlines()[0]})") from None
+            # Saved tokenizers may carry truncation/padding (the MiniLM one pads to 128): we want raw ids.
+            tok.no_truncation()
+            tok.no_padding()
+            spec = json.loads(tok.to_str())
+            model = spec.get("model") or {}
+            self._prefix = model.get("continuing_subword_prefix") if model.get("type") == "WordPiece" else None
+            if model.get("type") == "WordPiece" and not self._prefix:
+                self._prefix = "##"
+            text = json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
+            self._start_marker = "\u2581" if "Metaspace" in text else ("\u0120" if "ByteLevel" in text else None)
+            if lowercase is not None:
+                raise ConfigError("--lowercase/--no-lowercase applies to WordPiece vocab.txt; tokenizer.json sets its own normalizer")
+        self.tok = tok
+        super().__init__(path, tok.get_vocab_size(with_added_tokens=True))
+        self._resolve_specials(tok.token_to_id, add_special_tokens)
+        self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+
+    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
+        encs = self._encode(list(sentences), add_special_tokens=False)
+        return EncodedBatch.from_lists([e.ids for e in encs])
+
+    def _base_piece(self, i: int) -> str:
+        return self.tok.id_to_token(i) or ""
+
+    def _base_decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    def _is_base_word_start(self, piece: str) -> bool:
+        if self._prefix:
+            return not piece.startswith(self._prefix)
+        if self._start_marker:
+            return piece.startswith(self._start_marker)
+        return True
+
+    def info(self) -> dict:
+        out = super().info()
+        if self.lowercase is not None:
+            out["lowercase"] = self.lowercase
+        return out
+
+
+def _read_vocab_txt(path: str) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            token = line.rstrip("\r\n")
+            if token in vocab:
+                raise TokenizerError(f"{path}:{i + 1}: duplicate token {token!r} in vocab.txt")
+            vocab[token] = i
+    if not vocab:
+        raise TokenizerError(f"{path}: empty vocabulary")
+    return vocab
+
+
+def load_tokenizer(
+    path: str,
+    *,
+    lowercase: bool | None = None,
+    add_special_tokens: bool = False,
+    threads: int = 1,
+) -> Tokenizer:
+    """Load a tokenizer by file: ``*.model`` (sentencepiece), ``*.json`` (tokenizer.json), else a WordPiece vocab.txt.
+
+    A directory or a training prefix also works when it holds exactly one of
+    ``tokenizer.json``, ``vocab.txt``, ``*.model`` (or ``PREFIX.model`` exists).
+    """
+    path = _resolve_tokenizer_path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise TokenizerError(f"{path}: cannot read ({e.strerror or e})") from None
+    lower = path.lower()
+    if lower.endswith(".model"):
+        if lowercase is not None:
+            raise ConfigError("--lowercase/--no-lowercase applies to WordPiece vocab.txt, not sentencepiece models")
+        return SentencePieceTokenizer(path, add_special_tokens=add_special_tokens, threads=threads)
+    if lower.endswith(".json"):
+        return HFTokenizer(path, "tokenizer.json", lowercase=lowercase, add_special_tokens=add_special_tokens)
+    if b"\x00" in head:
+        raise TokenizerError(f"{path}: binary file; expected a sentencepiece .model, a tokenizer.json or a vocab.txt")
+    return HFTokenizer(path, "wordpiece", lowercase=lowercase, add_special_tokens=add_special_tokens)
+
+
+def _resolve_tokenizer_path(path: str) -> str:
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        names = sorted(os.listdir(path))
+        cands = [n for n in names if n in ("tokenizer.json", "vocab.txt") or n.endswith(".model")]
+        if len(cands) == 1:
+            return os.path.join(path, cands[0])
+        if not cands:
+            raise TokenizerError(f"{path}: directory holds no tokenizer.json, vocab.txt or .model file")
+        raise TokenizerError(f"{path}: directory holds several tokenizers ({', '.join(cands)}); name one")
+    if os.path.isfile(path + ".model"):
+        return path + ".model"
+    raise TokenizerError(f"{path}: no such tokenizer file")
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``tokenizer train`` (sentencepiece)."""
+
+    model_type: str = "unigram"
+    vocab_size: int = 32000
+    character_coverage: float = 0.9995
+    input_sentence_size: int = 2_000_000
+    seed: int = 12345
+    normalization: str = "nfkc_hangul"
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_sentence_length: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"--model-type: expected one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+        if self.vocab_size < len(SPECIAL_TOKENS) + 2:
+            raise ConfigError(f"--vocab-size: must be at least {len(SPECIAL_TOKENS) + 2}, got {self.vocab_size}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(f"--character-coverage: must be in (0, 1], got {self.character_coverage}")
+        if self.input_sentence_size < 0:
+            raise ConfigError(f"--input-sentence-size: must be >= 0 (0 = all), got {self.input_sentence_size}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"--normalization: expected one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+
+
+def hangul_preserving_nfkc_rules() -> str:
+    """A sentencepiece normalization TSV: NFKC of each code point, but Hangul stays as written.
+
+    NFKC maps Hangul compatibility jamo (U+3131..U+318E) to conjoining jamo
+    (U+1100..), which render differently, so ``decode(encode("ㅋㅋ"))`` would not
+    give ``ㅋㅋ`` back.  Here such characters are left alone, and characters whose
+    NFKC form contains lone conjoining jamo (halfwidth ``ﾡ``, circled ``㉠``) map
+    to compatibility jamo instead.  Format: ``source<TAB>target`` in hex code points.
+    """
+    to_compat: dict[str, str] = {}
+    for c in range(0x3131, 0x318F):
+        n = unicodedata.normalize("NFKC", chr(c))
+        if len(n) == 1:
+            to_compat.setdefault(n, chr(c))
+    rows = []
+    for c in range(0x110000):
+        if 0xD800 <= c <= 0xDFFF or 0x3131 <= c <= 0x318E:
+            continue
+        ch = chr(c)
+        n = unicodedata.normalize("NFKC", ch)
+        if n == ch:
+            continue
+        n = unicodedata.normalize("NFC", "".join(to_compat.get(x, x) for x in n))
+        if n == ch:
+            continue
+        target = " ".join(f"{ord(x):X}" for x in n) if n else ""
+        rows.append(f"{c:X}\t{target}")
+    return "\n".join(rows) + "\n"
+
+
+_TOO_BIG = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def train_tokenizer(
+    make_sentences: Callable[[], Iterator[str]],
+    prefix: str,
+    config: TrainConfig | None = None,
+    record: dict | None = None,
+) -> tuple[SentencePieceTokenizer, dict]:
+    """Train a sentencepiece model on the sentences ``make_sentences()`` yields.
+
+    Writes ``PREFIX.model``, ``PREFIX.vocab`` and ``PREFIX.json`` (how it was
+    trained); returns the loaded tokenizer and that record.  ``make_sentences``
+    is a factory because a too-large ``vocab_size`` is reduced to the largest
+    the corpus supports (with a warning) and training runs again.
+    """
+    import sentencepiece as spm
+
+    config = config or TrainConfig()
+    prefix_dir = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(prefix_dir, exist_ok=True)
+    except OSError as e:
+        raise TokenizerError(f"{prefix}: cannot create output directory ({e.strerror or e})") from None
+    vocab_size = config.vocab_size
+    seen = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal seen
+        seen = 0
+        for s in make_sentences():
+            seen += 1
+            yield s
+
+    with tempfile.TemporaryDirectory(prefix="mlmcorpus-spm-") as tmp:
+        kwargs: dict = {}
+        if config.normalization == "nfkc_hangul":
+            rule = os.path.join(tmp, "nfkc_hangul.tsv")
+            with open(rule, "w", encoding="utf-8") as f:
+                f.write(hangul_preserving_nfkc_rules())
+            kwargs["normalization_rule_tsv"] = rule
+        else:
+            kwargs["normalization_rule_name"] = config.normalization
+        spm.set_random_generator_seed(config.seed)
+        for attempt in range(2):
+            model = io.BytesIO()
+            try:
+                spm.SentencePieceTrainer.train(
+                    sentence_iterator=counted(),
+                    model_writer=model,
+                    model_type=config.model_type,
+                    vocab_size=vocab_size,
+                    character_coverage=config.character_coverage,
+                    input_sentence_size=config.input_sentence_size,
+                    shuffle_input_sentence=True,
+                    num_threads=config.threads,
+                    max_sentence_length=config.max_sentence_length,
+                    pad_id=0,
+                    unk_id=1,
+                    bos_id=-1,
+                    eos_id=-1,
+                    pad_piece="[PAD]",
+                    unk_piece="[UNK]",
+                    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+                    minloglevel=2,
+                    **kwargs,
+                )
+                break
+            except RuntimeError as e:
+                m = _TOO_BIG.search(str(e))
+                if m and attempt == 0:
+                    vocab_size = int(m.group(2))
+                    log.warning(
+                        "--vocab-size %d is too large for this corpus; training with %d, the most it supports "
+                        "(add text or lower --vocab-size to silence this)",
+                        config.vocab_size,
+                        vocab_size,
+                    )
+                    spm.set_random_generator_seed(config.seed)
+                    continue
+                if seen == 0:
+                    raise TokenizerError("cannot train a tokenizer: the input has no sentences") from None
+                raise TokenizerError(f"sentencepiece training failed: {str(e).splitlines()[0]}") from None
+
+    data = model.getvalue()
+    model_path = prefix + ".model"
+    _atomic_write(model_path, data)
+    sp = spm.SentencePieceProcessor(model_proto=data)
+    vocab_lines = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    _atomic_write(prefix + ".vocab", vocab_lines.encode("utf-8"))
+    tok = SentencePieceTokenizer(model_path, threads=config.threads)
+    info = {
+        "mlmcorpus_version": __version__,
+        "sentencepiece_version": spm.__version__,
+        "model": os.path.basename(model_path),
+        "sha256": tok.sha256,
+        "requested_vocab_size": config.vocab_size,
+        "vocab_size": tok.vocab_size,
+        "special_ids": tok.special_ids.as_dict(),
+        "sentences_seen": seen,
+        "config": asdict(config),
+        **(record or {}),
+    }
+    info["config"].pop("threads")  # does not change the model; keeps the record reproducible
+    _atomic_write(prefix + ".json", (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return tok, info
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise TokenizerError(f"{path}: cannot write ({e.strerror or e})") from None

@@ -1,0 +1,352 @@
+"""Reading raw text: formats, compression, sources, normalisation, repairs and bad input."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import tracemalloc
+import unicodedata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlmcorpus.errors import ConfigError, InputError
+from mlmcorpus.readers import (
+    _CONTROL_TABLE,
+    ReaderConfig,
+    ReadStats,
+    detect_format,
+    iter_documents,
+    resolve_sources,
+)
+
+BERT_TEXT = "First sentence here.\nSecond one.\n\nOther document.\n\n\nThird doc line one.\nLine two.\n"
+
+
+def read(paths, **kw):
+    stats = ReadStats()
+    docs = list(iter_documents(resolve_sources([str(p) for p in paths], kw.get("input_format")), ReaderConfig(**kw), stats))
+    return docs, stats
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+# ------------------------------------------------------------------ formats
+
+
+def test_bert_layout_documents_and_sentences(tmp_path):
+    docs, stats = read([write(tmp_path / "a.bert.txt", BERT_TEXT)])
+    assert [d.sentences for d in docs] == [
+        ["First sentence here.", "Second one."],
+        ["Other document."],
+        ["Third doc line one.", "Line two."],
+    ]
+    assert [d.id for d in docs] == [f"{tmp_path}/a.bert.txt:{i}" for i in range(3)]
+    assert (stats.documents, stats.sentences, stats.bytes) == (3, 5, len(BERT_TEXT.encode()))
+
+
+def test_jsonl_splits_paragraphs_and_sentences_and_uses_id_field(tmp_path):
+    recs = [
+        {"id": 7, "text": "Title\n\nDr. Smith arrived. He sat down.\nNew paragraph here."},
+        {"id": "x", "text": "   "},
+        {"text": "No id. Still read."},
+    ]
+    p = write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    docs, stats = read([p])
+    assert [d.id for d in docs] == ["7", f"{p}:3"]
+    assert docs[0].sentences == ["Title", "Dr. Smith arrived.", "He sat down.", "New paragraph here."]
+    assert docs[1].sentences == ["No id.", "Still read."]
+    assert stats.skipped == {"empty_document": 1}
+
+
+def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):
+    p = write(tmp_path / "d.jsonl", json.dumps({"body": "One. Two."}) + "\n" + json.dumps({"id": "s", "sentences": ["a  b", "", "c"]}) + "\n")
+    docs, _ = read([p], text_field="body")
+    assert [d.sentences for d in docs] == [["One.", "Two."], ["a b", "c"]]
+
+
+def test_parquet_text_and_id_columns(tmp_path):
+    p = tmp_path / "d.parquet"
+    table = pa.table({"doc": ["a1", "b2", None, "d4"], "content": ["Hello there. General Kenobi.", "Second doc.", "x", None]})
+    pq.write_table(table, p)
+    docs, stats = read([p], text_column="content", id_field="doc")
+    assert [(d.id, d.sentences) for d in docs] == [
+        ("a1", ["Hello there.", "General Kenobi."]),
+        ("b2", ["Second doc."]),
+        (f"{p}:row 2", ["x"]),
+    ]
+    assert stats.documents == 3 and stats.skipped == {"non_string_text": 1}
+
+
+def test_parquet_missing_column_names_available_ones(tmp_path):
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), p)
+    with pytest.raises(InputError, match=r"no column 'text' \(columns: body\); set --text-column"):
+        read([p])
+
+
+def test_text_blank_line_documents_join_wrapped_lines(tmp_path):
+    text = "It was a dark\nand stormy night. The rain\nfell.\n\nNext document starts. Ends.\n"
+    docs, _ = read([write(tmp_path / "t.txt", text)])
+    assert [d.sentences for d in docs] == [
+        ["It was a dark and stormy night.", "The rain fell."],
+        ["Next document starts.", "Ends."],
+    ]
+
+
+def test_text_one_document_per_file(tmp_path):
+    text = "Para one. Still one.\n\nPara two.\n"
+    write(tmp_path / "d" / "b.txt", "Other file.\n")
+    write(tmp_path / "d" / "a.txt", text)
+    docs, _ = read([tmp_path / "d"], doc_boundary="file")
+    assert [d.sentences for d in docs] == [["Para one.", "Still one.", "Para two."], ["Other file."]]
+
+
+def test_sample_data_reads_every_file(sample):
+    docs, stats = read([sample])
+    by_source = {}
+    for d in docs:
+        by_source.setdefault(os.path.basename(d.source), []).append(d)
+    assert set(by_source) == {"en_gutenberg.txt", "en_wiki.bert.txt", "ko_petitions.jsonl.gz", "ko_wiki.jsonl"}
+    assert len(by_source["en_wiki.bert.txt"]) == 40
+    assert len(by_source["ko_wiki.jsonl"]) == 40
+    assert len(by_source["ko_petitions.jsonl.gz"]) == 60
+    assert not stats.skipped
+    assert all(s and s == s.strip() for d in docs for s in d.sentences)
+
+
+# ------------------------------------------------------------------ compression and sources
+
+
+@pytest.mark.parametrize(
+    "ext,compress",
+    [
+        (".gz", lambda b: gzip.compress(b, mtime=0)),
+        (".bz2", bz2.compress),
+        (".xz", lzma.compress),
+        (".zst", lambda b: __import__("zstandard").ZstdCompressor().compress(b)),
+    ],
+)
+def test_compressed_inputs_read_like_plain(tmp_path, ext, compress):
+    plain, _ = read([write(tmp_path / "a.bert.txt", BERT_TEXT)])
+    docs, stats = read([write(tmp_path / f"c.bert.txt{ext}", compress(BERT_TEXT.encode()))])
+    assert [d.sentences for d in docs] == [d.sentences for d in plain]
+    assert stats.bytes == len(BERT_TEXT.encode())
+
+
+def test_directory_walk_is_sorted_recursive_and_skips_hidden(tmp_path):
+    write(tmp_path / "b" / "z.txt", "Zed.\n")
+    write(tmp_path / "a.txt", "Ay.\n")
+    write(tmp_path / ".hidden.txt", "Hidden.\n")
+    write(tmp_path / ".git" / "x.txt", "Hidden dir.\n")
+    write(tmp_path / "notes.unknownext", "Ignored.\n")
+    sources = resolve_sources([str(tmp_path)])
+    assert [os.path.relpath(s.path, tmp_path) for s in sources] == ["a.txt", os.path.join("b", "z.txt")]
+    assert all(not s.explicit for s in sources)
+
+
+def test_glob_sources(tmp_path):
+    for name in ["x2.jsonl", "x1.jsonl", "y.txt"]:
+        write(tmp_path / name, json.dumps({"text": name}) + "\n")
+    sources = resolve_sources([str(tmp_path / "x*.jsonl")])
+    assert [os.path.basename(s.path) for s in sources] == ["x1.jsonl", "x2.jsonl"]
+
+
+def test_detect_format():
+    assert detect_format("a.jsonl.gz") == "jsonl"
+    assert detect_format("wiki.bert.txt.zst") == "bert"
+    assert detect_format("book.TXT") == "text"
+    assert detect_format("t.parquet") == "parquet"
+    assert detect_format("x.tokens") is None
+
+
+# ------------------------------------------------------------------ normalisation and repairs
+
+
+def test_control_table_is_exactly_category_cc_minus_newlines():
+    cc = {c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"} - {9, 10, 13}
+    assert {c for c, v in _CONTROL_TABLE.items() if v is None} == cc | {0xFEFF}
+    assert _CONTROL_TABLE[9] == " "
+
+
+def test_normalisation_nfc_nfkc_lowercase_and_control(tmp_path):
+    decomposed = "Cafe\u0301 \uff21\uff22 x\x07y\ufeff"
+    p = write(tmp_path / "n.bert.txt", decomposed + "\n")
+    assert read([p])[0][0].sentences == ["Caf\u00e9 \uff21\uff22 xy"]
+    assert read([p], normalize="nfkc")[0][0].sentences == ["Caf\u00e9 AB xy"]
+    assert read([p], lowercase=True)[0][0].sentences == ["caf\u00e9 \uff41\uff42 xy"]
+    assert read([p], normalize="none", strip_control=False)[0][0].sentences == [decomposed.replace("\ufeff", "\ufeff")]
+
+
+def test_invalid_utf8_replaced_and_counted(tmp_path):
+    p = write(tmp_path / "u.bert.txt", b"ok line\nbad \xff\xfe here\nalso \xc3 bad\n")
+    docs, stats = read([p])
+    assert docs[0].sentences == ["ok line", "bad \ufffd\ufffd here", "also \ufffd bad"]
+    assert stats.repaired == {"invalid_utf8": 3}
+
+
+def test_nul_bytes_removed_and_counted(tmp_path):
+    p = write(tmp_path / "z.jsonl", b'{"text": "nu\x00ll"}\n' + b'{"text": "fine"}\n')
+    docs, stats = read([p])
+    assert [d.sentences for d in docs] == [["null"], ["fine"]]
+    assert stats.repaired == {"nul_bytes": 1}
+
+
+def test_huge_line_is_capped_counted_and_memory_stays_bounded(tmp_path):
+    p = tmp_path / "big.jsonl"
+    with open(p, "wb") as f:
+        f.write(b'{"text": "before."}\n')
+        f.write(b'{"text": "' + b"a" * (50 * 1024 * 1024) + b'"}\n')
+        f.write(b'{"text": "after."}\n')
+    tracemalloc.start()
+    try:
+        docs, stats = read([p], max_line_bytes=1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [d.sentences for d in docs] == [["before."], ["after."]]
+    assert stats.skipped == {"line_too_long": 1}
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while skipping a 50 MB line"
+
+
+def test_reading_a_large_file_does_not_hold_it(tmp_path):
+    p = tmp_path / "many.bert.txt"
+    with open(p, "w") as f:
+        for i in range(60_000):
+            f.write(f"Sentence number {i} of a long corpus that goes on.\nAnother line.\n\n")
+    assert p.stat().st_size > 3_000_000
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_documents(resolve_sources([str(p)]), ReaderConfig()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 60_000
+    assert peak < 2_000_000, f"peak {peak / 1e6:.1f} MB for a {p.stat().st_size / 1e6:.1f} MB file"
+
+
+def test_warns_once_per_reason(tmp_path, caplog):
+    lines = ['{"body": "x"}', '{"body": "y"}', "not json", "{also not"]
+    p = write(tmp_path / "w.jsonl", "\n".join(lines) + "\n")
+    import logging
+
+    logger = logging.getLogger("mlmcorpus")
+    logger.propagate = True
+    with caplog.at_level(logging.WARNING, logger="mlmcorpus"):
+        docs, stats = read([p])
+    assert docs == []
+    assert stats.skipped == {"missing_text_field": 2, "malformed_json": 2}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "Is --text-field correct? Available fields: body" in messages[0]
+    assert f"{p}:3: malformed JSON" in messages[1]
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_strict_malformed_json_names_file_and_line(tmp_path):
+    p = write(tmp_path / "s.jsonl", '{"text": "ok"}\n{"text": \n')
+    with pytest.raises(InputError, match=rf"^{p}:2: malformed JSON"):
+        read([p], strict=True)
+
+
+def test_strict_missing_field_and_non_string(tmp_path):
+    p = write(tmp_path / "s.jsonl", '{"text": 5}\n')
+    with pytest.raises(InputError, match=r":1: field 'text' is int, not a string"):
+        read([p], strict=True)
+    docs, stats = read([p])
+    assert docs == [] and stats.skipped == {"non_string_text": 1}
+
+
+def test_missing_path():
+    with pytest.raises(InputError, match=r"^nope/missing.txt: no such file or directory$"):
+        resolve_sources(["nope/missing.txt"])
+
+
+def test_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="directory has no input files"):
+        resolve_sources([str(tmp_path / "empty")])
+
+
+def test_glob_without_matches(tmp_path):
+    with pytest.raises(InputError, match="pattern matches no files"):
+        resolve_sources([str(tmp_path / "*.jsonl")])
+
+
+def test_unknown_format(tmp_path):
+    p = write(tmp_path / "wiki.tokens", "x\n")
+    with pytest.raises(InputError, match=r"cannot tell the input format.*--input-format"):
+        resolve_sources([str(p)])
+    assert resolve_sources([str(p)], "text")[0].format == "text"
+    with pytest.raises(ConfigError, match="--input-format: unknown format 'xml'"):
+        ReaderConfig(input_format="xml")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    p = write(tmp_path / "secret.txt", "x\n")
+    import mlmcorpus.readers as readers
+
+    def deny(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(readers, "_open_raw", deny)
+    with pytest.raises(InputError, match=r"secret.txt: permission denied$"):
+        read([p])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
+def test_unreadable_file_for_real(tmp_path):  # pragma: no cover - CI runs as root
+    p = write(tmp_path / "secret.txt", "x\n")
+    p.chmod(0)
+    with pytest.raises(InputError, match="permission denied"):
+        read([p])
+
+
+def test_binary_file_named_explicitly_is_an_error(tmp_path):
+    p = write(tmp_path / "model.txt", bytes(range(256)) * 64)
+    with pytest.raises(InputError, match=r"model.txt: looks like a binary file \(\d+ NUL bytes"):
+        read([p])
+
+
+def test_binary_file_in_a_directory_is_skipped_and_counted(tmp_path):
+    write(tmp_path / "a.txt", "Real text.\n")
+    write(tmp_path / "b.txt", os.urandom(4096) + b"\x00" * 200)
+    docs, stats = read([tmp_path])
+    assert [d.sentences for d in docs] == [["Real text."]]
+    assert stats.skipped == {"binary_file": 1}
+
+
+def test_corrupt_gzip(tmp_path):
+    data = gzip.compress(BERT_TEXT.encode() * 100)
+    p = write(tmp_path / "c.bert.txt.gz", data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"c.bert.txt.gz: corrupt or truncated gzip data"):
+        read([p])
+    q = write(tmp_path / "n.bert.txt.gz", b"this is not gzip at all\n")
+    with pytest.raises(InputError, match=r"n.bert.txt.gz: corrupt or truncated gzip data"):
+        read([q])
+
+
+def test_not_a_parquet_file(tmp_path):
+    p = write(tmp_path / "bad.parquet", b"PAR1 but not really")
+    with pytest.raises(InputError, match="bad.parquet: not a readable Parquet file"):
+        read([p])
+
+
+def test_config_errors_name_the_option():
+    with pytest.raises(ConfigError, match="--splitter"):
+        ReaderConfig(splitter="nosuch")
+    with pytest.raises(ConfigError, match="--doc-boundary"):
+        ReaderConfig(doc_boundary="page")
+    with pytest.raises(ConfigError, match="--max-line-bytes"):
+        ReaderConfig(max_line_bytes=10)

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -27,7 +28,7 @@ import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -254,24 +255,108 @@ class SentencePieceTokenizer(Tokenizer):
 
     def info(self) -> dict:
         out = super().info()
-        spec = self.sp.serialized_model_proto()
-        out["model_type"] = _model_type_of(spec)
+        out.update(_spm_spec_summary(self.sp.serialized_model_proto()))
         return out
 
 
-def _model_type_of(proto: bytes) -> str:
-    """Read trainer_spec.model_type from a serialized ModelProto without protobuf."""
-    import sentencepiece as spm
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
 
+
+def _proto_spans(buf: bytes) -> Iterator[tuple[int, int, int | bytes, int, int]]:
+    """(field number, wire type, value, start, end) of each top-level field of a protobuf message."""
+    i = 0
+    while i < len(buf):
+        start = i
+        key, i = _varint(buf, i)
+        num, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value = buf[i : i + n]
+            i += n
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            return
+        yield num, wire, value, start, i
+
+
+def _proto_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    for num, wire, value, _, _ in _proto_spans(buf):
+        yield num, wire, value
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(num: int, data: bytes) -> bytes:
+    return _encode_varint(num << 3 | 2) + _encode_varint(len(data)) + data
+
+
+def _set_rule_name(proto: bytes, name: str) -> bytes:
+    """Replace normalizer_spec.normalization_rule_tsv (a temp-file path) by ``name``.
+
+    sentencepiece stores the path of the rule file it was given; the path holds a
+    random temp-dir name, which would make two identical trainings differ.
+    """
+    out = bytearray()
+    for num, wire, value, start, end in _proto_spans(proto):
+        if num == 3 and wire == 2:  # ModelProto.normalizer_spec
+            inner = bytearray()
+            for n2, w2, _v2, s2, e2 in _proto_spans(value):  # type: ignore[arg-type]
+                if not (n2 == 6 and w2 == 2):  # NormalizerSpec.normalization_rule_tsv
+                    inner += value[s2:e2]  # type: ignore[index]
+            inner += _len_field(6, name.encode())
+            out += _len_field(3, bytes(inner))
+        else:
+            out += proto[start:end]
+    return bytes(out)
+
+
+_SPM_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
+
+
+def _spm_spec_summary(proto: bytes) -> dict[str, str]:
+    """model_type and normalizer name from a sentencepiece ModelProto.
+
+    Read with a tiny protobuf walk (ModelProto.trainer_spec = 2 -> model_type = 3;
+    normalizer_spec = 3 -> name = 1) so that ``protobuf`` is not a dependency.
+    """
+    out = {"model_type": "unigram", "normalization": ""}
     try:
-        from sentencepiece import sentencepiece_model_pb2 as pb  # needs protobuf; optional
-
-        m = pb.ModelProto()
-        m.ParseFromString(proto)
-        return pb.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower()
-    except Exception:
-        del spm
-        return "unknown"
+        for num, wire, value in _proto_fields(proto):
+            if num == 2 and wire == 2:
+                for n2, w2, v2 in _proto_fields(value):  # type: ignore[arg-type]
+                    if n2 == 3 and w2 == 0:
+                        out["model_type"] = _SPM_MODEL_TYPES.get(v2, str(v2))  # type: ignore[arg-type]
+            elif num == 3 and wire == 2:
+                for n2, w2, v2 in _proto_fields(value):  # type: ignore[arg-type]
+                    if n2 == 1 and w2 == 2:
+                        out["normalization"] = v2.decode("utf-8", "replace")  # type: ignore[union-attr]
+    except IndexError:
+        pass
+    return out
 
 
 class HFTokenizer(Tokenizer):
@@ -293,8 +378,9 @@ class HFTokenizer(Tokenizer):
             if "[UNK]" not in vocab:
                 raise TokenizerError(f"{path}: WordPiece vocab lacks [UNK]; it is needed to encode unknown words")
             if lowercase is None:
-                # Uncased vocabularies (bert-base-uncased) have no upper-case letters outside [..] specials.
-                lowercase = not any(any(c.isupper() for c in w) for w in vocab if not w.startswith("["))
+                # Uncased vocabularies (bert-base-uncased) have no ASCII capitals outside [..] specials
+                # (they do hold a few symbols such as U+211D that str.isupper() counts as upper case).
+                lowercase = not any(_HAS_ASCII_UPPER.search(w) for w in vocab if not w.startswith("["))
             self.lowercase = lowercase
             tok = HFTok(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
             tok.normalizer = normalizers.BertNormalizer(
@@ -348,6 +434,9 @@ class HFTokenizer(Tokenizer):
         if self.lowercase is not None:
             out["lowercase"] = self.lowercase
         return out
+
+
+_HAS_ASCII_UPPER = re.compile("[A-Z]")
 
 
 def _read_vocab_txt(path: str) -> dict[str, int]:
@@ -468,6 +557,29 @@ def hangul_preserving_nfkc_rules() -> str:
     return "\n".join(rows) + "\n"
 
 
+def reservoir_sample(items: Iterable[str], k: int, rng: np.random.Generator) -> list[str]:
+    """A uniform random sample of ``k`` items from a stream of unknown length (Li's Algorithm L).
+
+    One pass, ``O(k)`` memory, and ``O(k log(n/k))`` random draws: skipped items
+    cost only iteration.  The result depends on ``rng`` alone, unlike
+    sentencepiece's own sampling, which differs from run to run.
+    """
+    it = iter(items)
+    sample = list(islice(it, k))
+    if len(sample) < k:
+        return sample
+    w = math.exp(math.log(rng.random()) / k)
+    while True:
+        skip = math.floor(math.log(rng.random()) / math.log1p(-w)) if w < 1.0 else 0
+        nxt = next(islice(it, skip, None), _END)
+        if nxt is _END:
+            return sample
+        sample[int(rng.integers(k))] = nxt  # type: ignore[assignment]
+        w *= math.exp(math.log(rng.random()) / k)
+
+
+_END = object()
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 _TOO_BIG = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
@@ -502,6 +614,12 @@ def train_tokenizer(
             seen += 1
             yield s
 
+    def corpus() -> Iterator[str]:
+        if not config.input_sentence_size:
+            return counted()  # everything, streamed straight into the trainer
+        rng = np.random.default_rng([config.seed, 0x5EED])
+        return iter(reservoir_sample(counted(), config.input_sentence_size, rng))
+
     with tempfile.TemporaryDirectory(prefix="mlmcorpus-spm-") as tmp:
         kwargs: dict = {}
         if config.normalization == "nfkc_hangul":
@@ -511,18 +629,16 @@ def train_tokenizer(
             kwargs["normalization_rule_tsv"] = rule
         else:
             kwargs["normalization_rule_name"] = config.normalization
-        spm.set_random_generator_seed(config.seed)
         for attempt in range(2):
             model = io.BytesIO()
             try:
                 spm.SentencePieceTrainer.train(
-                    sentence_iterator=counted(),
+                    sentence_iterator=corpus(),
                     model_writer=model,
                     model_type=config.model_type,
                     vocab_size=vocab_size,
                     character_coverage=config.character_coverage,
-                    input_sentence_size=config.input_sentence_size,
-                    shuffle_input_sentence=True,
+                    input_sentence_size=0,  # sampled above, reproducibly
                     num_threads=config.threads,
                     max_sentence_length=config.max_sentence_length,
                     pad_id=0,
@@ -546,13 +662,20 @@ def train_tokenizer(
                         config.vocab_size,
                         vocab_size,
                     )
-                    spm.set_random_generator_seed(config.seed)
                     continue
+                m = _TOO_SMALL.search(str(e))
+                if m:
+                    raise TokenizerError(
+                        f"--vocab-size {vocab_size} is smaller than the {m.group(2)} characters this corpus needs at "
+                        f"--character-coverage {config.character_coverage}; raise --vocab-size or lower --character-coverage"
+                    ) from None
                 if seen == 0:
                     raise TokenizerError("cannot train a tokenizer: the input has no sentences") from None
                 raise TokenizerError(f"sentencepiece training failed: {str(e).splitlines()[0]}") from None
 
     data = model.getvalue()
+    if config.normalization == "nfkc_hangul":
+        data = _set_rule_name(data, "nfkc_hangul")
     model_path = prefix + ".model"
     _atomic_write(model_path, data)
     sp = spm.SentencePieceProcessor(model_proto=data)

@@ -351,9 +351,8 @@ def tokenizer_encode(
             out.write("\n")
 
     batch: list[str] = []
-    stdin = click.get_text_stream("stdin", encoding="utf-8", errors="replace")
-    for line in stdin:
-        batch.append(line.rstrip("\r\n"))
+    for raw in click.get_binary_stream("stdin"):
+        batch.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
         if len(batch) >= batch_size:
             flush(batch)
             batch = []

@@ -320,7 +320,9 @@ class _Opened:
         self.source = source
         if source.path == "-":
             raw = sys.stdin.buffer
-            head = raw.peek(8) if hasattr(raw, "peek") else b""
+            if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
+                raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+            head = raw.peek(8)
             compression = _sniff_compression(head[:8])
         else:
             try:

@@ -351,7 +351,7 @@ def tokenizer_encode(
             out.write("\n")
 
     batch: list[str] = []
-    for raw in click.get_binary_stream("stdin"):
+    for raw in sys.stdin.buffer:
         batch.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
         if len(batch) >= batch_size:
             flush(batch)

@@ -259,10 +259,14 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
     with stderr_console().status("training sentencepiece…") if (sys.stderr.isatty() and not quiet) else _null():
         tok, info = train_tokenizer(sentences, prefix, train, record=record)
     if not quiet:
+        used = min(info["sentences_seen"], train.input_sentence_size or info["sentences_seen"])
         stderr_console().print(
-            f"Trained {train.model_type} model, vocab {tok.vocab_size:,}, on {info['sentences_seen']:,} sentences "
-            f"({_summary(stats, time.perf_counter() - started)}) -> {prefix}.model"
+            f"Trained {train.model_type} model, vocab {tok.vocab_size:,}, on {used:,} of {info['sentences_seen']:,} "
+            f"sentences ({stats.documents:,} documents, {human_bytes(stats.bytes)}) in "
+            f"{time.perf_counter() - started:.1f} s -> {prefix}.model"
         )
+        if stats.skipped or stats.repaired:
+            stderr_console().print(_summary(stats, time.perf_counter() - started))
 
 
 class _null:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_tokenizer_train_info_encode(runner, tmp_path):
                              "-o", str(prefix), "--vocab-size", "1500", "--threads", "2"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert "Trained unigram model, vocab 1,500" in result.stderr
+    assert re.search(r"Trained unigram model, vocab 1,500, on ([\d,]+) of \1 sentences \(100 documents", result.stderr)
     record = json.loads((tmp_path / "tok" / "ko.json").read_text())
     assert record["sources"] == [str(SAMPLE / "ko_wiki.jsonl"), str(SAMPLE / "ko_petitions.jsonl.gz")]
     assert record["reader"]["normalize"] == "nfc"

@@ -39,3 +39,28 @@ def spm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         TrainConfig(vocab_size=2000, threads=2),
     )
     return Path(str(prefix) + ".model")
+
+
+@pytest.fixture
+def warnings_log():
+    """Messages the library logs on the "mlmcorpus" logger during the test (a list of str)."""
+    import logging
+
+    messages: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("mlmcorpus")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [ListHandler()]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        handlers, level, propagate = saved
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -234,21 +234,15 @@ def test_reading_a_large_file_does_not_hold_it(tmp_path):
     assert peak < 2_000_000, f"peak {peak / 1e6:.1f} MB for a {p.stat().st_size / 1e6:.1f} MB file"
 
 
-def test_warns_once_per_reason(tmp_path, caplog):
+def test_warns_once_per_reason(tmp_path, warnings_log):
     lines = ['{"body": "x"}', '{"body": "y"}', "not json", "{also not"]
     p = write(tmp_path / "w.jsonl", "\n".join(lines) + "\n")
-    import logging
-
-    logger = logging.getLogger("mlmcorpus")
-    logger.propagate = True
-    with caplog.at_level(logging.WARNING, logger="mlmcorpus"):
-        docs, stats = read([p])
+    docs, stats = read([p])
     assert docs == []
     assert stats.skipped == {"missing_text_field": 2, "malformed_json": 2}
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
-    assert "Is --text-field correct? Available fields: body" in messages[0]
-    assert f"{p}:3: malformed JSON" in messages[1]
+    assert len(warnings_log) == 2
+    assert "Is --text-field correct? Available fields: body" in warnings_log[0]
+    assert f"{p}:3: malformed JSON" in warnings_log[1]
 
 
 # ------------------------------------------------------------------ bad input

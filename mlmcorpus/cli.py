@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from mlmcorpus import __version__
+from mlmcorpus.config import DEFAULT_SEED, OUTPUT_FORMATS, MaskConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import ConfigError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
 from mlmcorpus.readers import FORMATS, ReaderConfig, ReadStats, Source, iter_documents, iter_sentences, resolve_sources
@@ -85,7 +86,7 @@ def reader_options(f: Callable) -> Callable:
             show_default=True,
             help="Unicode normal form applied to the text.",
         ),
-        click.option("--lowercase", "lower_text", is_flag=True, help="Lower-case the text."),
+        click.option("--lowercase-text", "lower_text", is_flag=True, help="Lower-case the text (the reader; see --lowercase for WordPiece)."),
         click.option("--keep-control", is_flag=True, help="Keep control characters (default: stripped)."),
         click.option(
             "--max-line-bytes",
@@ -139,6 +140,146 @@ def _summary(stats: ReadStats, seconds: float) -> str:
     return text
 
 
+def train_options(f: Callable) -> Callable:
+    """sentencepiece training options (`tokenizer train`, and `build` without --tokenizer)."""
+    options = [
+        click.option("--model-type", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True,
+                     help="sentencepiece model type."),
+        click.option("--vocab-size", type=click.IntRange(min=7), default=32000, show_default=True,
+                     help="Reduced, with a warning, when the corpus is too small for it."),
+        click.option("--character-coverage", type=click.FloatRange(0, 1, min_open=True), default=0.9995,
+                     show_default=True,
+                     help="Share of characters the vocabulary covers (0.9995 suits Korean/CJK; 1.0 small alphabets)."),
+        click.option("--input-sentence-size", type=click.IntRange(min=0), default=2_000_000, show_default=True,
+                     help="Train on a seeded random sample of this many sentences (0 = all); bounds memory."),
+        click.option("--normalization", type=click.Choice(["nfkc_hangul", "nmt_nfkc", "nfkc", "identity"]),
+                     default="nfkc_hangul", show_default=True,
+                     help="sentencepiece normalisation; nfkc_hangul is NFKC that keeps Hangul jamo as written."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _train_config(kw: dict, seed: int, threads: int | None = None) -> Any:
+    from mlmcorpus.tokenizer import TrainConfig
+
+    return TrainConfig(
+        model_type=kw.pop("model_type"),
+        vocab_size=kw.pop("vocab_size"),
+        character_coverage=kw.pop("character_coverage"),
+        input_sentence_size=kw.pop("input_sentence_size"),
+        seed=seed,
+        normalization=kw.pop("normalization"),
+        **({"threads": threads} if threads else {}),
+    )
+
+
+def pair_options(f: Callable) -> Callable:
+    """Instance (NSP pair) options and work-unit options."""
+    options = [
+        click.option("--max-seq-length", type=click.IntRange(8, 32768), default=128, show_default=True,
+                     help="Tokens per row, [CLS] A [SEP] B [SEP] included."),
+        click.option("--short-seq-prob", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+                     help="Probability of a shorter target length (reference: 0.1)."),
+        click.option("--dupe-factor", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Passes over the data; each redraws pairs and masks."),
+        click.option("--pool-docs", type=click.IntRange(min=1), default=1000, show_default=True,
+                     help="Documents per work unit: the pool random next sentences come from."),
+        click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
+                     help="A work unit also closes at this many characters of text."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
+    pairs = PairConfig(
+        max_seq_length=kw.pop("max_seq_length"),
+        short_seq_prob=kw.pop("short_seq_prob"),
+        dupe_factor=kw.pop("dupe_factor"),
+    )
+    return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"))
+
+
+def _parse_ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected three numbers like 0.8,0.1,0.1, got {value!r}") from None
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected three numbers ([MASK],random,keep), got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+def mask_options(f: Callable) -> Callable:
+    options = [
+        click.option("--masked-lm-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+                     show_default=True, help="Share of tokens to predict."),
+        click.option("--max-predictions-per-seq", type=click.IntRange(min=1), default=20, show_default=True,
+                     help="At most this many predictions per row."),
+        click.option("--mask-ratios", default="0.8,0.1,0.1", show_default=True, callback=_parse_ratios,
+                     help="What chosen tokens become: [MASK],random,unchanged."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _mask_config(kw: dict) -> MaskConfig:
+    return MaskConfig(
+        masked_lm_prob=kw.pop("masked_lm_prob"),
+        max_predictions_per_seq=kw.pop("max_predictions_per_seq"),
+        mask_ratios=kw.pop("mask_ratios"),
+    )
+
+
+def _parse_shard_size(value: str) -> tuple[int, float | None]:
+    """'100000' -> rows; '256MB', '1.5GB', '64M' -> megabytes (uncompressed row bytes)."""
+    v = value.strip().upper()
+    for suffix, scale in (("GB", 1000.0), ("G", 1000.0), ("MB", 1.0), ("M", 1.0)):
+        if v.endswith(suffix):
+            try:
+                return 100_000, float(v[: -len(suffix)]) * scale
+            except ValueError:
+                break
+    try:
+        return int(v), None
+    except ValueError:
+        raise click.BadParameter(f"expected rows (100000) or a size (256MB), got {value!r}", param_hint="--shard-size") from None
+
+
+def output_options(f: Callable) -> Callable:
+    options = [
+        click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="parquet",
+                     show_default=True, help="Shard format."),
+        click.option("--shard-size", default="100000", show_default=True,
+                     help="Rows per shard, or a size such as 256MB (uncompressed)."),
+        click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _output_config(kw: dict) -> OutputConfig:
+    rows, mb = _parse_shard_size(kw.pop("shard_size"))
+    return OutputConfig(format=kw.pop("output_format"), shard_rows=rows, shard_mb=mb)
+
+
+def workers_option(f: Callable) -> Callable:
+    return click.option(
+        "-j", "--workers", type=click.IntRange(min=1), default=None,
+        help="Worker processes [default: all cores]. Output is identical for any value.",
+    )(f)
+
+
+def seed_option(f: Callable) -> Callable:
+    return click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True,
+                        help="Seed of every random choice.")(f)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mlmcorpus")
 def cli() -> None:
@@ -186,6 +327,268 @@ def stream(sources: tuple[str, ...], quiet: bool, **kw: Any) -> None:
         stderr_console().print(_summary(stats, bar.elapsed))
 
 
+def tokenizer_load_options(f: Callable) -> Callable:
+    f = click.option(
+        "--lowercase/--no-lowercase",
+        "lowercase",
+        default=None,
+        help="WordPiece vocab.txt only: lower-case input [default: yes when the vocab has no upper-case tokens].",
+    )(f)
+    f = click.option(
+        "--add-special-tokens",
+        is_flag=True,
+        help="Append [PAD]/[UNK]/[CLS]/[SEP]/[MASK] when the tokenizer lacks them (instead of an error).",
+    )(f)
+    return f
+
+
+def _tokenizer_spec(path: str | None, kw: dict) -> Any:
+    from mlmcorpus.pipeline import TokenizerSpec
+
+    lowercase, add = kw.pop("lowercase"), kw.pop("add_special_tokens")
+    if path is None:
+        if lowercase is not None or add:
+            raise ConfigError("--lowercase/--add-special-tokens apply to a --tokenizer you pass, not to a trained one")
+        return None
+    spec = TokenizerSpec(path, lowercase, add)
+    spec.load()  # fail early, with the loader's message, before any work
+    return spec
+
+
+def _build_summary(manifest: dict, out_dir: str, seconds: float) -> str:
+    st = manifest["stats"]
+    m = st["masked_positions"]
+    total = m["total"] or 1
+    ratio = st["nsp"]["random_ratio"]
+    mb = st["input"]["bytes"] / 1e6
+    text = (
+        f"Wrote {st['instances']:,} instances ({manifest['totals']['tokens']:,} tokens) in "
+        f"{manifest['totals']['shards']} shard(s) to {out_dir} in {seconds:.1f} s ({mb / seconds if seconds else 0:.1f} MB/s): "
+        f"{st['documents']:,} documents, {st['sentences']:,} sentences; NSP random "
+        f"{(ratio or 0) * 100:.1f}%; masked {m['total']:,} "
+        f"({m['mask'] / total * 100:.1f}% [MASK], {m['random'] / total * 100:.1f}% random, "
+        f"{m['keep'] / total * 100:.1f}% unchanged)"
+    )
+    skipped = {**st["skipped"], **st["counts"]}
+    if skipped:
+        text += "; " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items()))
+    return text
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True, help="Output directory (shards, manifest.json, trained tokenizer).")
+@click.option("--tokenizer", "tokenizer_path", default=None,
+              help="sentencepiece .model, WordPiece vocab.txt or tokenizer.json; default: train one on the input.")
+@tokenizer_load_options
+@train_options
+@pair_options
+@mask_options
+@output_options
+@seed_option
+@workers_option
+@reader_options
+@quiet_option
+def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, seed: int, workers: int | None,
+          quiet: bool, **kw: Any) -> None:
+    """Build a masked-LM pretraining corpus: text in, trainer-ready shards out.
+
+    Reads SOURCES, tokenises with --tokenizer (or trains a sentencepiece
+    model on the input first and saves it in OUT), builds next-sentence pairs
+    as Google's create_pretraining_data.py does, masks 15% of tokens
+    (80% [MASK], 10% random, 10% unchanged) and writes zstd Parquet (or
+    NumPy) shards plus manifest.json. Same input + options + seed = the same
+    bytes, for any --workers.
+
+    \b
+    Example:
+        mlmcorpus build sample_data/ -o out/ --vocab-size 8000
+        mlmcorpus build wiki.jsonl.gz -o wiki/ --tokenizer bert-base-uncased_vocab.txt --dupe-factor 5
+        mlmcorpus build books/ -o books/ --input-format text --doc-boundary file --format numpy
+    """
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.engines.local import default_workers
+    from mlmcorpus.pipeline import build as run_build
+
+    setup_logging(quiet)
+    reader = _reader_config(kw)
+    spec = _tokenizer_spec(tokenizer_path, kw)
+    train = _train_config(kw, seed)
+    pairs, units = _pair_unit_configs(kw)
+    config = BuildConfig(pairs=pairs, mask=_mask_config(kw), units=units, output=_output_config(kw), seed=seed)
+    srcs = resolve_sources(sources, reader.input_format)
+    if spec is None and any(s.path == "-" for s in srcs):
+        raise ConfigError("training a tokenizer needs files, not stdin: pass --tokenizer or file paths")
+    started = time.perf_counter()
+    counts = {"docs": 0, "inst": 0}
+    with ByteProgress(_total_size(srcs), "build", enabled=None if not quiet else False, info=True) as bar:
+
+        def on_unit(unit: Any) -> None:
+            counts["docs"] += unit.pair_stats.documents
+            counts["inst"] += unit.pair_stats.instances
+            bar.set_info(f"{counts['docs']:,} docs · {counts['inst']:,} instances")
+
+        manifest = run_build(
+            srcs, out_dir, reader=reader, config=config, tokenizer=spec, train=train,
+            workers=workers or default_workers(), overwrite=kw.pop("overwrite"),
+            on_progress=bar.advance, on_unit=on_unit, on_phase=bar.set_label,
+        )
+    if not quiet:
+        stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
+
+
+def _refuse_terminal_stdout(command: str) -> None:
+    if sys.stdout.isatty():
+        raise ConfigError(f"{command} writes a binary Arrow stream: pipe it into the next stage or redirect it to a file")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@click.option("--tokenizer", "tokenizer_path", required=True, help="sentencepiece .model, WordPiece vocab.txt or tokenizer.json.")
+@tokenizer_load_options
+@pair_options
+@seed_option
+@workers_option
+@reader_options
+@quiet_option
+def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int, workers: int | None, quiet: bool, **kw: Any) -> None:
+    """Tokenise documents and build NSP pairs (stage 2 of a shell pipeline).
+
+    Reads documents (the JSON Lines of `mlmcorpus stream`, or any raw input;
+    default: stdin) and writes unmasked instances as an Arrow IPC stream on
+    stdout, one record batch per work unit, for `mlmcorpus mask`.
+
+    \b
+    Example:
+        mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer vocab.txt --seed 7 \\
+          | mlmcorpus mask | mlmcorpus write out/
+    """
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.engines.local import default_workers, map_ordered
+    from mlmcorpus.pipeline import init_worker, iter_units, pair_only
+    from mlmcorpus.stages import StageWriter
+
+    setup_logging(quiet)
+    _refuse_terminal_stdout("pairs")
+    reader = _reader_config(kw)
+    spec = _tokenizer_spec(tokenizer_path, kw)
+    pair_cfg, units = _pair_unit_configs(kw)
+    config = BuildConfig(pairs=pair_cfg, units=units, seed=seed)
+    srcs = resolve_sources(sources or ("-",), reader.input_format)
+    tok = spec.load()
+    from mlmcorpus.pipeline import tokenizer_record
+
+    header = {
+        "config": {**config.as_dict(), "reader": vars(reader)},
+        "tokenizer": tokenizer_record(tok, spec, False),
+        "tokenizer_spec": {"path": spec.path, "lowercase": spec.lowercase, "add_special_tokens": spec.add_special_tokens},
+        "sources": [s.path for s in srcs],
+    }
+    stats = ReadStats()
+    out = StageWriter(sys.stdout.buffer, "pairs", header)
+    docs = iter_documents(srcs, reader, stats)
+    for paired in map_ordered(pair_only, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
+        out.write_paired(paired)
+    out.close(stats)
+    sys.stdout.buffer.flush()
+    if not quiet:
+        stderr_console().print("pairs: " + _summary(stats, 0.0).split(" in ")[0])
+
+
+@cli.command()
+@mask_options
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the masks [default: the seed given to `pairs`].")
+@quiet_option
+def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
+    """Apply BERT masking to the instances on stdin (stage 3 of a shell pipeline).
+
+    Reads the Arrow stream of `mlmcorpus pairs`, masks each unit with a
+    generator keyed by (seed, unit), and writes the trainer-ready columns as an
+    Arrow stream for `mlmcorpus write`.
+
+    \b
+    Example:
+        mlmcorpus pairs docs.jsonl --tokenizer spm.model | mlmcorpus mask --masked-lm-prob 0.2 | mlmcorpus write out/
+    """
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.pipeline import MaskVocab, TokenizerSpec, mask_unit
+    from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage
+
+    setup_logging(quiet)
+    _refuse_terminal_stdout("mask")
+    header, batches = read_stage(sys.stdin.buffer, "pairs")
+    h = header.header
+    cfg = BuildConfig.from_dict(h["config"])
+    mask_cfg = _mask_config(kw)
+    seed = cfg.seed if seed is None else seed
+    config = BuildConfig(pairs=cfg.pairs, mask=mask_cfg, units=cfg.units, output=cfg.output, seed=seed)
+    spec = TokenizerSpec(**h["tokenizer_spec"])
+    tok = spec.load()
+    if tok.sha256 != h["tokenizer"]["sha256"]:
+        raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
+    vocab = MaskVocab.of(tok)
+    h["config"] = {**config.as_dict(), "reader": h["config"].get("reader")}
+    out = StageWriter(sys.stdout.buffer, "masked", h)
+    read_stats: dict = {}
+    for unit, arrays in batches:
+        if unit.get("unit_id") == TRAILER_UNIT:
+            read_stats = unit.get("read", {})
+            continue
+        paired = paired_from(unit, arrays)
+        out.write_masked(mask_unit(paired, vocab, mask_cfg, seed, cfg.pairs.max_seq_length))
+    out.close(read_stats)
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.argument("out_dir")
+@output_options
+@quiet_option
+def write(out_dir: str, quiet: bool, **kw: Any) -> None:
+    """Write the masked instances on stdin as shards plus manifest.json (last stage of a pipeline).
+
+    \b
+    Example:
+        mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer spm.model | mlmcorpus mask | mlmcorpus write out/
+    """
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.pipeline import BuildStats, prepare_output_dir, write_manifest, write_shards
+    from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
+
+    setup_logging(quiet)
+    started = time.perf_counter()
+    output = _output_config(kw)
+    header, batches = read_stage(sys.stdin.buffer, "masked")
+    h = header.header
+    cfg = BuildConfig.from_dict(h["config"])
+    config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
+    prepare_output_dir(out_dir, kw.pop("overwrite"))
+    stats = BuildStats()
+    trailer: dict = {}
+
+    def units() -> Iterator[Any]:
+        for unit, arrays in batches:
+            if unit.get("unit_id") == TRAILER_UNIT:
+                trailer.update(unit.get("read", {}))
+                continue
+            yield masked_from(unit, arrays)
+
+    shards = write_shards(units(), out_dir, config, h["tokenizer"]["vocab_size"], stats)
+    if trailer:
+        stats.read.files = trailer.get("files", 0)
+        stats.read.documents = trailer.get("documents", 0)
+        stats.read.sentences = trailer.get("sentences", 0)
+        stats.read.bytes = trailer.get("bytes", 0)
+        stats.read.skipped.update(trailer.get("skipped", {}))
+        stats.read.repaired.update(trailer.get("repaired", {}))
+    manifest = write_manifest(
+        out_dir, config=config, reader=h["config"].get("reader"), sources=h["sources"],
+        tokenizer=h["tokenizer"], shards=shards, stats=stats,
+    )
+    if not quiet:
+        stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
+
+
 @cli.group(cls=_Group)
 def tokenizer() -> None:
     """Train, inspect and use tokenizers (sentencepiece, WordPiece vocab.txt, tokenizer.json).
@@ -201,17 +604,8 @@ def tokenizer() -> None:
 @tokenizer.command("train")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("-o", "--output", "prefix", required=True, help="Output prefix: writes PREFIX.model, PREFIX.vocab, PREFIX.json.")
-@click.option("--model-type", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True)
-@click.option("--vocab-size", type=click.IntRange(min=7), default=32000, show_default=True,
-              help="Reduced, with a warning, when the corpus is too small for it.")
-@click.option("--character-coverage", type=click.FloatRange(0, 1, min_open=True), default=0.9995, show_default=True,
-              help="Share of characters covered by the vocabulary (0.9995 suits Korean/CJK; 1.0 for small alphabets).")
-@click.option("--input-sentence-size", type=click.IntRange(min=0), default=2_000_000, show_default=True,
-              help="Train on a seeded random sample of this many sentences (0 = all); bounds memory.")
-@click.option("--seed", type=int, default=12345, show_default=True, help="Seed of the sentence sampling.")
-@click.option("--normalization", type=click.Choice(["nfkc_hangul", "nmt_nfkc", "nfkc", "identity"]),
-              default="nfkc_hangul", show_default=True,
-              help="sentencepiece normalisation; nfkc_hangul is NFKC that keeps Hangul jamo as written.")
+@train_options
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Seed of the sentence sampling.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Training threads [default: all cores].")
 @reader_options
 @quiet_option
@@ -228,19 +622,11 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
         mlmcorpus tokenizer train sample_data/ -o tok/spm --vocab-size 4000
         mlmcorpus tokenizer train wiki.jsonl.gz -o tok/wiki32k --model-type bpe
     """
-    from mlmcorpus.tokenizer import TrainConfig, train_tokenizer
+    from mlmcorpus.tokenizer import train_tokenizer
 
     setup_logging(quiet)
     reader = _reader_config(kw)
-    train = TrainConfig(
-        model_type=kw["model_type"],
-        vocab_size=kw["vocab_size"],
-        character_coverage=kw["character_coverage"],
-        input_sentence_size=kw["input_sentence_size"],
-        seed=kw["seed"],
-        normalization=kw["normalization"],
-        **({"threads": kw["threads"]} if kw["threads"] else {}),
-    )
+    train = _train_config(kw, kw["seed"], kw["threads"])
     srcs = resolve_sources(sources, reader.input_format)
     if any(s.path == "-" for s in srcs):
         raise ConfigError("tokenizer train cannot read stdin: it may need a second pass; pass files")
@@ -275,21 +661,6 @@ class _null:
 
     def __exit__(self, *a: object) -> None:
         return None
-
-
-def tokenizer_load_options(f: Callable) -> Callable:
-    f = click.option(
-        "--lowercase/--no-lowercase",
-        "lowercase",
-        default=None,
-        help="WordPiece vocab.txt only: lower-case input [default: yes when the vocab has no upper-case tokens].",
-    )(f)
-    f = click.option(
-        "--add-special-tokens",
-        is_flag=True,
-        help="Append [PAD]/[UNK]/[CLS]/[SEP]/[MASK] when the tokenizer lacks them (instead of an error).",
-    )(f)
-    return f
 
 
 @tokenizer.command("info")

@@ -62,11 +62,12 @@ class ByteProgress:
     Does nothing (and costs nothing) when disabled.
     """
 
-    def __init__(self, total: int | None, label: str, enabled: bool | None = None):
+    def __init__(self, total: int | None, label: str, enabled: bool | None = None, info: bool = False):
         if enabled is None:
             enabled = sys.stderr.isatty()
         self.enabled = enabled
         self.label = label
+        self.show_info = info
         self.total = total or None
         self._progress: Progress | None = None
         self._task = None
@@ -84,11 +85,12 @@ class ByteProgress:
                 TransferSpeedColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                *([TextColumn("{task.fields[info]}")] if self.show_info else []),
                 console=stderr_console(),
                 transient=True,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.label, total=self.total)
+            self._task = self._progress.add_task(self.label, total=self.total, info="")
         return self
 
     def advance(self, n: int) -> None:
@@ -100,6 +102,15 @@ class ByteProgress:
             self._progress.update(self._task, advance=self._pending)  # type: ignore[arg-type]
             self._pending = 0
             self._last = now
+
+    def set_info(self, text: str) -> None:
+        """Text shown after the bar (e.g. documents and instances so far)."""
+        if self._progress is not None:
+            self._progress.update(self._task, info=text)  # type: ignore[arg-type]
+
+    def set_label(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)  # type: ignore[arg-type]
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._progress is not None:

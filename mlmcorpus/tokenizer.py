@@ -135,6 +135,7 @@ class Tokenizer(ABC):
         self.added = tuple(added)
         self._sha256: str | None = None
         self._word_start: np.ndarray | None = None
+        self._random_ids: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -186,6 +187,25 @@ class Tokenizer(ABC):
             mask[list(self.special_ids.all())] = True
             self._word_start = mask
         return self._word_start
+
+    def _is_base_special(self, i: int, piece: str) -> bool:
+        """Whether base id ``i`` is a special/control/placeholder token (``[unused3]``, ``<s>``)."""
+        return bool(_BRACKETED.match(piece))
+
+    def random_token_ids(self) -> np.ndarray:
+        """int32 ids that random replacement may draw: the vocabulary minus special,
+        control and placeholder tokens (the reference draws from all of it, ``[unused*]``
+        and ``[MASK]`` included; we do not)."""
+        if self._random_ids is None:
+            specials = set(self.special_ids.all())
+            keep = [
+                i for i in range(self.base_size)
+                if i not in specials and not self._is_base_special(i, self._base_piece(i))
+            ]
+            if not keep:
+                raise TokenizerError(f"{self.path}: vocabulary has no ordinary tokens to draw random replacements from")
+            self._random_ids = np.array(keep, dtype=np.int32)
+        return self._random_ids
 
     def info(self) -> dict:
         return {
@@ -252,6 +272,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _is_base_word_start(self, piece: str) -> bool:
         return piece.startswith("\u2581")
+
+    def _is_base_special(self, i: int, piece: str) -> bool:
+        # Byte-fallback pieces (<0x41>) are ordinary tokens; control/unknown/unused are not.
+        return bool(self.sp.is_control(i) or self.sp.is_unknown(i) or self.sp.is_unused(i))
 
     def info(self) -> dict:
         out = super().info()
@@ -398,6 +422,9 @@ class HFTokenizer(Tokenizer):
             # Saved tokenizers may carry truncation/padding (the MiniLM one pads to 128): we want raw ids.
             tok.no_truncation()
             tok.no_padding()
+            if hasattr(tok, "encode_special_tokens"):
+                # "[MASK]" written in the corpus is text, not the mask token.
+                tok.encode_special_tokens = True
             spec = json.loads(tok.to_str())
             model = spec.get("model") or {}
             self._prefix = model.get("continuing_subword_prefix") if model.get("type") == "WordPiece" else None
@@ -408,6 +435,7 @@ class HFTokenizer(Tokenizer):
             if lowercase is not None:
                 raise ConfigError("--lowercase/--no-lowercase applies to WordPiece vocab.txt; tokenizer.json sets its own normalizer")
         self.tok = tok
+        self._special_added: set[int] | None = None
         super().__init__(path, tok.get_vocab_size(with_added_tokens=True))
         self._resolve_specials(tok.token_to_id, add_special_tokens)
         self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
@@ -421,6 +449,12 @@ class HFTokenizer(Tokenizer):
 
     def _base_decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)
+
+    def _is_base_special(self, i: int, piece: str) -> bool:
+        if self._special_added is None:
+            decoder = self.tok.get_added_tokens_decoder() if hasattr(self.tok, "get_added_tokens_decoder") else {}
+            self._special_added = {j for j, t in decoder.items() if getattr(t, "special", False)}
+        return i in self._special_added or bool(_BRACKETED.match(piece))
 
     def _is_base_word_start(self, piece: str) -> bool:
         if self._prefix:
@@ -437,6 +471,8 @@ class HFTokenizer(Tokenizer):
 
 
 _HAS_ASCII_UPPER = re.compile("[A-Z]")
+# [PAD], [unused17], <s>, <mask>, <|endoftext|>: bracketed pieces are specials or placeholders.
+_BRACKETED = re.compile(r"^(\[[^\[\]]+\]|<[^<>\s]+>)$")
 
 
 def _read_vocab_txt(path: str) -> dict[str, int]:

@@ -1,0 +1,130 @@
+"""Frozen configuration objects for pairing, masking, output and the whole build.
+
+Every field that changes the output bytes lives here and goes into the
+manifest; options that only change speed (workers, threads) do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mlmcorpus.errors import ConfigError
+
+__all__ = ["BuildConfig", "PairConfig", "MaskConfig", "OutputConfig", "UnitConfig", "DEFAULT_SEED", "OUTPUT_FORMATS"]
+
+DEFAULT_SEED = 12345
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    """How the document stream is cut into work units (never by worker count).
+
+    A unit closes when it holds ``pool_docs`` documents or ``unit_chars``
+    characters of sentence text, whichever comes first.  The unit's documents are the pool
+    that random next sentences are drawn from.
+    """
+
+    pool_docs: int = 1000
+    unit_chars: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.pool_docs < 1:
+            raise ConfigError(f"--pool-docs: must be at least 1, got {self.pool_docs}")
+        if self.unit_chars < 1:
+            raise ConfigError(f"--unit-chars: must be at least 1, got {self.unit_chars}")
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """Options of the reference instance builder (Google ``create_pretraining_data.py``)."""
+
+    max_seq_length: int = 128
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 1
+    random_next_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_seq_length <= 32768:
+            raise ConfigError(f"--max-seq-length: must be between 8 and 32768, got {self.max_seq_length}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"--short-seq-prob: must be in [0, 1], got {self.short_seq_prob}")
+        if self.dupe_factor < 1:
+            raise ConfigError(f"--dupe-factor: must be at least 1, got {self.dupe_factor}")
+        if not 0.0 <= self.random_next_prob <= 1.0:
+            raise ConfigError(f"random_next_prob: must be in [0, 1], got {self.random_next_prob}")
+
+    @property
+    def max_num_tokens(self) -> int:
+        """Room for A and B: ``[CLS] A [SEP] B [SEP]`` takes three specials."""
+        return self.max_seq_length - 3
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """BERT masking: how many positions, and what they become.
+
+    ``mask_ratios`` is (``[MASK]``, random token, unchanged) and sums to 1.
+    """
+
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise ConfigError(f"--masked-lm-prob: must be in (0, 1), got {self.masked_lm_prob}")
+        if self.max_predictions_per_seq < 1:
+            raise ConfigError(f"--max-predictions-per-seq: must be at least 1, got {self.max_predictions_per_seq}")
+        ratios = tuple(float(r) for r in self.mask_ratios)
+        if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-9:
+            raise ConfigError(f"--mask-ratios: expected three non-negative numbers summing to 1, got {self.mask_ratios}")
+        object.__setattr__(self, "mask_ratios", ratios)
+
+
+OUTPUT_FORMATS = ("parquet", "numpy")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Shard layout: format and size (rows, or uncompressed MB when ``shard_mb`` is set)."""
+
+    format: str = "parquet"
+    shard_rows: int = 100_000
+    shard_mb: float | None = None
+    row_group_rows: int = 8192
+    compression_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise ConfigError(f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+        if self.shard_rows < 1:
+            raise ConfigError(f"--shard-size: must be at least 1 row, got {self.shard_rows}")
+        if self.shard_mb is not None and self.shard_mb <= 0:
+            raise ConfigError(f"--shard-size: must be positive, got {self.shard_mb} MB")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines the output bytes, as recorded in the manifest."""
+
+    pairs: PairConfig = field(default_factory=PairConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    units: UnitConfig = field(default_factory=UnitConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = DEFAULT_SEED
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BuildConfig:
+        """Inverse of :meth:`as_dict` (extra keys such as ``reader`` are ignored)."""
+        mask = dict(d["mask"])
+        mask["mask_ratios"] = tuple(mask["mask_ratios"])
+        return cls(
+            pairs=PairConfig(**d["pairs"]),
+            mask=MaskConfig(**mask),
+            units=UnitConfig(**d["units"]),
+            output=OutputConfig(**d["output"]),
+            seed=int(d["seed"]),
+        )

@@ -1,0 +1,101 @@
+"""BERT masked-LM predictions, vectorised over a batch of instances.
+
+For each row: candidates are the positions of non-special tokens;
+``num_to_predict = min(max_predictions_per_seq, max(1, round(length * masked_lm_prob)))``
+(``length`` counts ``[CLS]`` and both ``[SEP]``; rounding is half-to-even like
+Python 3's ``round``), capped by the number of candidates.  A uniformly random
+subset of that size is chosen — by taking the smallest of i.i.d. uniform keys
+with ``argpartition``, no full sort — and each chosen position becomes
+``[MASK]``, a random non-special token, or stays unchanged with
+``mask_ratios`` (0.8, 0.1, 0.1).  No per-token Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlmcorpus.config import MaskConfig
+
+__all__ = ["MaskedBatch", "mask_batch", "num_to_predict", "KIND_MASK", "KIND_RANDOM", "KIND_KEEP"]
+
+KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class MaskedBatch:
+    """Masked rows and what was predicted.
+
+    ``input_ids`` int32[n, L] (masked); ``labels`` int64[n, L]: the original id at
+    masked positions, -100 elsewhere; ``masked_lm_positions`` int32[n, P] ascending,
+    padded with 0 (position 0 is always ``[CLS]``, never masked);
+    ``masked_lm_ids`` int32[n, P]: original ids, padded with 0; ``counts``: how many
+    positions became [MASK] / random / stayed (int64[3]).
+    """
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    masked_lm_positions: np.ndarray
+    masked_lm_ids: np.ndarray
+    counts: np.ndarray
+
+
+def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
+    """The reference formula, before capping by the number of candidates."""
+    k = np.rint(lengths * config.masked_lm_prob).astype(np.int64)
+    return np.minimum(config.max_predictions_per_seq, np.maximum(1, k))
+
+
+def mask_batch(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    special_ids: np.ndarray,
+    mask_id: int,
+    random_ids: np.ndarray,
+    config: MaskConfig,
+    rng: np.random.Generator,
+) -> MaskedBatch:
+    """Mask ``input_ids`` (int[n, L], padded) in place of a copy; ``lengths`` int[n].
+
+    ``special_ids`` are never chosen; ``random_ids`` is the pool replacement tokens
+    are drawn from (the non-special vocabulary).
+    """
+    n, L = input_ids.shape
+    P = config.max_predictions_per_seq
+    cols = np.arange(L)
+    candidate = (cols[None, :] < lengths[:, None]) & ~np.isin(input_ids, special_ids)
+    k = np.minimum(num_to_predict(lengths, config), candidate.sum(axis=1))
+    kk = min(P, L)
+    keys = rng.random((n, L))
+    keys[~candidate] = 2.0  # never among the k smallest while candidates remain
+    if kk < L:
+        part = np.argpartition(keys, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(cols, (n, L)).copy()
+    chosen = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+    valid = np.arange(kk)[None, :] < k[:, None]
+    pos = np.where(valid, chosen, L)
+    pos.sort(axis=1)  # ascending positions, padding (L) last
+    valid = pos < L
+    rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
+    safe_pos = np.where(valid, pos, 0)
+    originals = input_ids[rows, safe_pos]
+
+    u = rng.random((n, kk))
+    r_mask, r_random, _ = config.mask_ratios
+    kind = np.where(u < r_mask, KIND_MASK, np.where(u < r_mask + r_random, KIND_RANDOM, KIND_KEEP))
+    replacement = random_ids[rng.integers(0, len(random_ids), size=(n, kk))]
+    new = np.where(kind == KIND_MASK, mask_id, np.where(kind == KIND_RANDOM, replacement, originals))
+
+    out = input_ids.copy()
+    vr, vp = rows[valid], pos[valid]
+    out[vr, vp] = new[valid]
+    labels = np.full((n, L), -100, dtype=np.int64)
+    labels[vr, vp] = originals[valid]
+    positions = np.zeros((n, P), dtype=np.int32)
+    ids = np.zeros((n, P), dtype=np.int32)
+    positions[:, :kk] = np.where(valid, pos, 0)
+    ids[:, :kk] = np.where(valid, originals, 0)
+    counts = np.bincount(kind[valid], minlength=3).astype(np.int64)
+    return MaskedBatch(out, labels, positions, ids, counts)

@@ -1,0 +1,291 @@
+"""Next-sentence-prediction instances, as in Google's ``create_pretraining_data.py``.
+
+The unit's token ids arrive as one flat array (:class:`~mlmcorpus.tokenizer.EncodedBatch`)
+with sentence offsets and per-document sentence ranges.  Sentences longer than
+``max_seq_length - 3`` tokens are first cut into pieces of at most that length
+(counted), so nothing is dropped silently.  Every remaining piece is a
+*segment*; the segments of one document are contiguous in the flat array,
+which lets an instance be described by two (start, length) ranges.
+
+:func:`create_instances` then runs the reference algorithm (DESIGN.md §3) on
+segment lengths only — drawing from ``random.Random`` in exactly the reference's
+call order — and assembles the ``[CLS] A [SEP] B [SEP]`` rows with NumPy.
+Random next sentences come from another document of the same unit (the
+bounded pool); a unit with a single document takes B from a distant part of
+that document and counts it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlmcorpus.config import PairConfig
+from mlmcorpus.tokenizer import EncodedBatch, SpecialIds
+
+__all__ = ["Segments", "Instances", "split_segments", "create_instances", "assemble", "PairStats"]
+
+
+@dataclass
+class PairStats:
+    """Counts from pairing one unit (summed over units by the pipeline)."""
+
+    documents: int = 0
+    sentences: int = 0
+    tokens: int = 0
+    instances: int = 0
+    random_next: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+    def merge(self, other: PairStats) -> None:
+        self.documents += other.documents
+        self.sentences += other.sentences
+        self.tokens += other.tokens
+        self.instances += other.instances
+        self.random_next += other.random_next
+        self.counts.update(other.counts)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Segments of a unit: ``ids[start[k]:start[k] + length[k]]``; document d owns ``doc_lo[d]:doc_hi[d]``.
+
+    ``ids``: int32[total]; ``start``/``length``: int64[n_segments]; only
+    documents with at least one segment are kept.
+    """
+
+    ids: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    doc_lo: np.ndarray
+    doc_hi: np.ndarray
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_lo)
+
+
+def split_segments(
+    batch: EncodedBatch, doc_sentence_offsets: Sequence[int], max_num_tokens: int, stats: PairStats
+) -> Segments:
+    """Turn tokenised sentences into segments of at most ``max_num_tokens`` tokens.
+
+    ``doc_sentence_offsets`` (length n_docs + 1) gives each document's range of
+    sentences in ``batch``.  Long sentences are cut into consecutive pieces;
+    sentences with no tokens vanish; documents left empty are dropped (counted).
+    """
+    lengths = batch.lengths
+    pieces = -(-lengths // max_num_tokens)  # ceil; 0 for empty sentences
+    n_segments = int(pieces.sum())
+    sentence_of = np.repeat(np.arange(len(lengths)), pieces)
+    first_piece = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(pieces, out=first_piece[1:])
+    j = np.arange(n_segments) - first_piece[sentence_of]
+    start = batch.offsets[sentence_of] + j * max_num_tokens
+    end = np.minimum(start + max_num_tokens, batch.offsets[sentence_of + 1])
+    doc_off = np.asarray(doc_sentence_offsets, dtype=np.int64)
+    seg_doc_lo = first_piece[doc_off[:-1]]
+    seg_doc_hi = first_piece[doc_off[1:]]
+    nonempty = seg_doc_hi > seg_doc_lo
+    long_sentences = int(np.count_nonzero(pieces > 1))
+    if long_sentences:
+        stats.counts["long_sentences_split"] += long_sentences
+    empty_sentences = int(np.count_nonzero(lengths == 0))
+    if empty_sentences:
+        stats.counts["empty_sentences_after_tokenizing"] += empty_sentences
+    if not nonempty.all():
+        stats.counts["empty_documents_after_tokenizing"] += int(np.count_nonzero(~nonempty))
+    stats.documents += int(np.count_nonzero(nonempty))
+    stats.sentences += int(np.count_nonzero(lengths))
+    stats.tokens += int(lengths.sum())
+    return Segments(batch.ids, start, end - start, seg_doc_lo[nonempty], seg_doc_hi[nonempty])
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Unmasked instances as ranges into ``Segments.ids``.
+
+    A is ``ids[a_start:a_start + a_len]``, B likewise; ``is_random_next`` is the
+    NSP label (1 = B is a random sentence).  All int64[n] except the label (int8).
+    """
+
+    a_start: np.ndarray
+    a_len: np.ndarray
+    b_start: np.ndarray
+    b_len: np.ndarray
+    is_random_next: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a_start)
+
+    def take(self, order: np.ndarray) -> Instances:
+        return Instances(*(a[order] for a in (self.a_start, self.a_len, self.b_start, self.b_len, self.is_random_next)))
+
+
+def create_instances(segments: Segments, config: PairConfig, rng: random.Random, stats: PairStats) -> Instances:
+    """One pass of the reference algorithm over every document of the unit."""
+    max_num = config.max_num_tokens
+    seg_start = segments.start.tolist()
+    seg_len = segments.length.tolist()
+    cum = [0]
+    for n in seg_len:
+        cum.append(cum[-1] + n)
+    doc_lo = segments.doc_lo.tolist()
+    doc_hi = segments.doc_hi.tolist()
+    n_docs = len(doc_lo)
+    out_a_start: list[int] = []
+    out_a_len: list[int] = []
+    out_b_start: list[int] = []
+    out_b_len: list[int] = []
+    out_label: list[int] = []
+    short_p = config.short_seq_prob
+    random_p = config.random_next_prob
+    same_doc = 0
+    no_random = 0
+    rand = rng.random
+    randint = rng.randint
+
+    for d in range(n_docs):
+        lo, hi = doc_lo[d], doc_hi[d]
+        target = max_num
+        if rand() < short_p:
+            target = randint(2, max_num)
+        chunk_lo = lo
+        current_length = 0
+        i = lo
+        while i < hi:
+            current_length += seg_len[i]
+            if i == hi - 1 or current_length >= target:
+                n_chunk = i - chunk_lo + 1
+                a_end = 1 if n_chunk < 2 else randint(1, n_chunk - 1)
+                a_lo, a_hi = chunk_lo, chunk_lo + a_end
+                len_a = cum[a_hi] - cum[a_lo]
+                if n_chunk == 1 or rand() < random_p:
+                    label = 1
+                    target_b = target - len_a
+                    r = d
+                    if n_docs > 1:
+                        for _ in range(10):
+                            r = randint(0, n_docs - 1)
+                            if r != d:
+                                break
+                    if r != d:
+                        r_lo, r_hi = doc_lo[r], doc_hi[r]
+                        random_start = randint(r_lo, r_hi - 1)
+                    else:
+                        # One document in the pool (a whole book): take B from a part of this
+                        # document outside the current chunk and the segment right after it.
+                        r_lo, r_hi = lo, hi
+                        before = chunk_lo - lo
+                        after = hi - (i + 2)
+                        if before + max(after, 0) <= 0:
+                            no_random += 1
+                            current_length = 0
+                            chunk_lo = i + 1
+                            i += 1
+                            continue
+                        k = randint(0, before + max(after, 0) - 1)
+                        random_start = lo + k if k < before else i + 2 + (k - before)
+                        same_doc += 1
+                    b_lo = random_start
+                    len_b = 0
+                    j = random_start
+                    while j < r_hi:
+                        len_b += seg_len[j]
+                        j += 1
+                        if len_b >= target_b:
+                            break
+                    # Put back the segments of the chunk that were not used for A.
+                    i -= n_chunk - a_end
+                else:
+                    label = 0
+                    b_lo = a_hi
+                    j = chunk_lo + n_chunk
+                    len_b = cum[j] - cum[b_lo]
+                a0, b0 = seg_start[a_lo], seg_start[b_lo]
+                # truncate_seq_pair: trim the longer side (B on ties), front or back at random.
+                while len_a + len_b > max_num:
+                    if len_a > len_b:
+                        if rand() < 0.5:
+                            a0 += 1
+                        len_a -= 1
+                    else:
+                        if rand() < 0.5:
+                            b0 += 1
+                        len_b -= 1
+                out_a_start.append(a0)
+                out_a_len.append(len_a)
+                out_b_start.append(b0)
+                out_b_len.append(len_b)
+                out_label.append(label)
+                chunk_lo = i + 1
+                current_length = 0
+            i += 1
+
+    labels = np.array(out_label, dtype=np.int8)
+    stats.instances += len(out_label)
+    stats.random_next += int(labels.sum())
+    if same_doc:
+        stats.counts["random_next_same_document"] += same_doc
+    if no_random:
+        stats.counts["chunks_without_random_next"] += no_random
+    return Instances(
+        np.array(out_a_start, dtype=np.int64),
+        np.array(out_a_len, dtype=np.int64),
+        np.array(out_b_start, dtype=np.int64),
+        np.array(out_b_len, dtype=np.int64),
+        labels,
+    )
+
+
+def concat_instances(parts: Sequence[Instances]) -> Instances:
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Instances(empty, empty, empty, empty, np.zeros(0, dtype=np.int8))
+    return Instances(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("a_start", "a_len", "b_start", "b_len", "is_random_next"))
+    )
+
+
+def assemble(ids: np.ndarray, inst: Instances, max_seq_length: int, special: SpecialIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``[CLS] A [SEP] B [SEP] [PAD]...``, vectorised over instances.
+
+    Returns ``input_ids`` int32[n, max_seq_length], ``lengths`` int64[n] (tokens
+    before padding) and ``a_len`` int64[n]; ``token_type_ids`` follow from them
+    (0 up to and including the first ``[SEP]``, 1 after).
+    """
+    n = len(inst)
+    L = max_seq_length
+    out = np.full((n, L), special.pad, dtype=np.int32)
+    if n == 0:
+        return out, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    la, lb = inst.a_len, inst.b_len
+    rows = np.arange(n)
+    cols = np.arange(L)[None, :]
+    out[:, 0] = special.cls
+    in_a = (cols >= 1) & (cols <= la[:, None])
+    src = inst.a_start[:, None] + cols - 1
+    out[in_a] = ids[src[in_a]]
+    out[rows, la + 1] = special.sep
+    b_first = la[:, None] + 2
+    in_b = (cols >= b_first) & (cols < b_first + lb[:, None])
+    src = inst.b_start[:, None] + cols - b_first
+    out[in_b] = ids[src[in_b]]
+    lengths = la + lb + 3
+    out[rows, lengths - 1] = special.sep
+    return out, lengths, la.copy()
+
+
+def token_type_ids(lengths: np.ndarray, a_len: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """int8[n, L]: 1 for B and the final [SEP], 0 elsewhere (including padding)."""
+    cols = np.arange(max_seq_length)[None, :]
+    return ((cols >= a_len[:, None] + 2) & (cols < lengths[:, None])).astype(np.int8)
+
+
+def attention_mask(lengths: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """int8[n, L]: 1 on real tokens, 0 on padding."""
+    return (np.arange(max_seq_length)[None, :] < lengths[:, None]).astype(np.int8)

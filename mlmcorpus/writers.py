@@ -1,0 +1,325 @@
+"""Sharded Parquet and NumPy writers.
+
+Rows arrive in batches of any size; the writers cut row groups and shards at
+fixed row counts, so the bytes on disk depend on the rows alone, not on how
+they were batched (or on how many workers produced them).  Shards are written
+under temporary names and renamed to ``train-00000-of-00012.parquet`` (the
+pattern ``datasets.load_dataset("parquet", data_files=...)`` expects) once the
+total is known; ``manifest.json`` is written after that by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlmcorpus.config import OutputConfig
+from mlmcorpus.errors import OutputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "COLUMNS",
+    "id_dtype",
+    "output_schema",
+    "ShardInfo",
+    "ShardWriter",
+    "ParquetShardWriter",
+    "NumpyShardWriter",
+    "make_writer",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+#: Column order of every shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq.
+COLUMNS = (
+    "input_ids",  # ids[L]
+    "token_type_ids",  # int8[L]
+    "attention_mask",  # int8[L]
+    "labels",  # int64[L]: original id at masked positions, -100 elsewhere
+    "next_sentence_label",  # int64: 0 = B follows A, 1 = random
+    "masked_lm_positions",  # int32[P], ascending, 0-padded
+    "masked_lm_ids",  # ids[P], 0-padded
+)
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else int32."""
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
+
+
+def _column_types(max_seq_length: int, max_predictions: int, vocab_size: int) -> dict[str, tuple[np.dtype, int]]:
+    ids = id_dtype(vocab_size)
+    L, P = max_seq_length, max_predictions
+    return {
+        "input_ids": (ids, L),
+        "token_type_ids": (np.dtype(np.int8), L),
+        "attention_mask": (np.dtype(np.int8), L),
+        "labels": (np.dtype(np.int64), L),
+        "next_sentence_label": (np.dtype(np.int64), 0),
+        "masked_lm_positions": (np.dtype(np.int32), P),
+        "masked_lm_ids": (ids, P),
+    }
+
+
+def output_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -> pa.Schema:
+    """The explicit Arrow schema of a shard (never inferred from data)."""
+    fields = []
+    for name, (dtype, width) in _column_types(max_seq_length, max_predictions, vocab_size).items():
+        t = pa.from_numpy_dtype(dtype)
+        fields.append(pa.field(name, pa.list_(t, width) if width else t, nullable=False))
+    return pa.schema(fields, metadata={b"mlmcorpus.format_version": str(FORMAT_VERSION).encode()})
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ShardInfo:
+    """What the manifest says about one shard."""
+
+    file: str
+    rows: int
+    tokens: int
+    bytes: int = 0
+    sha256: str = ""
+    files: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {"file": self.file, "rows": self.rows, "tokens": self.tokens, "bytes": self.bytes, "sha256": self.sha256}
+        if self.files:
+            d["files"] = self.files
+        return d
+
+
+class ShardWriter(ABC):
+    """Buffers rows and cuts shards and row groups at fixed row counts.
+
+    ``write(columns)`` takes a dict of the arrays in :data:`COLUMNS` (plus
+    ``lengths``, int[n], used to count tokens); ``close()`` finishes the last
+    shard, renames all shards to their final names and returns their infos.
+    """
+
+    suffix = ""
+
+    def __init__(self, out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int):
+        self.out_dir = out_dir
+        self.config = config
+        self.types = _column_types(max_seq_length, max_predictions, vocab_size)
+        self.schema = output_schema(max_seq_length, max_predictions, vocab_size)
+        row_bytes = sum(dt.itemsize * max(w, 1) for dt, w in self.types.values())
+        if config.shard_mb is not None:
+            self.shard_rows = max(1, int(config.shard_mb * 1e6 // row_bytes))
+        else:
+            self.shard_rows = config.shard_rows
+        self.group_rows = max(1, min(config.row_group_rows, self.shard_rows))
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in (*COLUMNS, "lengths")}
+        self._pending_rows = 0
+        self._shards: list[ShardInfo] = []
+        self._tmp_paths: list[str] = []
+        self._rows_in_shard = 0
+        self._tokens_in_shard = 0
+        self._open = False
+
+    # -- what each format does
+    @abstractmethod
+    def _open_shard(self, tmp_path: str) -> None:
+        """Start a shard under its temporary name."""
+
+    @abstractmethod
+    def _write_group(self, cols: dict[str, np.ndarray]) -> None:
+        """Append one row group."""
+
+    @abstractmethod
+    def _close_shard(self) -> None:
+        """Finish the open shard's file(s)."""
+
+    @abstractmethod
+    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
+        """Fill in bytes and sha256, then rename to the final name."""
+
+    # -- public
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        n = len(columns["next_sentence_label"])
+        if n == 0:
+            return
+        for name in self._pending:
+            arr = columns[name]
+            if name in self.types:
+                arr = arr.astype(self.types[name][0], copy=False)
+            self._pending[name].append(arr)
+        self._pending_rows += n
+        self._drain(final=False)
+
+    def close(self) -> list[ShardInfo]:
+        self._drain(final=True)
+        if self._open:
+            self._end_shard()
+        total = len(self._shards)
+        for i, (tmp, info) in enumerate(zip(self._tmp_paths, self._shards)):
+            info.file = f"train-{i:05d}-of-{total:05d}{self.suffix}"
+            self._finish(tmp, os.path.join(self.out_dir, info.file), info)
+        return self._shards
+
+    def abort(self) -> None:
+        """Remove temporary files after a failure."""
+        import shutil
+
+        if self._open:
+            try:
+                self._close_shard()
+            except Exception:
+                pass
+            self._open = False
+        for tmp in self._tmp_paths:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # -- internals
+    def _take(self, n: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name, parts in self._pending.items():
+            joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            out[name] = joined[:n]
+            rest = joined[n:]
+            self._pending[name] = [rest] if len(rest) else []
+        self._pending_rows -= n
+        return out
+
+    def _drain(self, final: bool) -> None:
+        while self._pending_rows > 0:
+            room = self.shard_rows - self._rows_in_shard
+            n = min(self.group_rows, room)
+            if self._pending_rows < n and not final:
+                return
+            n = min(n, self._pending_rows)
+            cols = self._take(n)
+            if not self._open:
+                tmp = os.path.join(self.out_dir, f".tmp-train-{len(self._shards):05d}{self.suffix}")
+                self._tmp_paths.append(tmp)
+                self._shards.append(ShardInfo("", 0, 0))
+                self._open_shard(tmp)
+                self._open = True
+            self._write_group(cols)
+            self._rows_in_shard += n
+            self._tokens_in_shard += int(cols["lengths"].sum())
+            if self._rows_in_shard >= self.shard_rows:
+                self._end_shard()
+
+    def _end_shard(self) -> None:
+        self._close_shard()
+        info = self._shards[-1]
+        info.rows, info.tokens = self._rows_in_shard, self._tokens_in_shard
+        self._rows_in_shard = self._tokens_in_shard = 0
+        self._open = False
+
+
+class ParquetShardWriter(ShardWriter):
+    """zstd-compressed Parquet with fixed-size list columns."""
+
+    suffix = ".parquet"
+
+    def _open_shard(self, tmp_path: str) -> None:
+        self._writer = pq.ParquetWriter(
+            tmp_path,
+            self.schema,
+            compression="zstd",
+            compression_level=self.config.compression_level,
+            use_dictionary=False,
+            write_statistics=False,
+        )
+
+    def _write_group(self, cols: dict[str, np.ndarray]) -> None:
+        arrays = []
+        for name in COLUMNS:
+            arr = cols[name]
+            if arr.ndim == 2:
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1]))
+            else:
+                arrays.append(pa.array(arr))
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(arrays[0]))
+
+    def _close_shard(self) -> None:
+        self._writer.close()
+
+    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
+        _fsync(tmp_path)
+        info.bytes = os.path.getsize(tmp_path)
+        info.sha256 = sha256_file(tmp_path)
+        os.replace(tmp_path, final_path)
+
+
+_NPY_HEADER = 128  # bytes, magic included; room for any shape we write, rewritten at close
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    d = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}).encode("latin1")
+    body_len = _NPY_HEADER - 10
+    if len(d) + 1 > body_len:
+        raise OutputError(f"shape {shape} does not fit the .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + d + b" " * (body_len - len(d) - 1) + b"\n"
+
+
+class NumpyShardWriter(ShardWriter):
+    """One directory per shard holding one ``.npy`` per column, streamed row group by row group."""
+
+    def _open_shard(self, tmp_path: str) -> None:
+        os.makedirs(tmp_path)
+        self._files = {}
+        for name in COLUMNS:
+            dtype, width = self.types[name]
+            f = open(os.path.join(tmp_path, f"{name}.npy"), "wb")
+            f.write(_npy_header(dtype, (0, width) if width else (0,)))
+            self._files[name] = f
+
+    def _write_group(self, cols: dict[str, np.ndarray]) -> None:
+        for name in COLUMNS:
+            self._files[name].write(np.ascontiguousarray(cols[name]).tobytes())
+
+    def _close_shard(self) -> None:
+        rows = self._rows_in_shard
+        for name, f in self._files.items():
+            dtype, width = self.types[name]
+            f.seek(0)
+            f.write(_npy_header(dtype, (rows, width) if width else (rows,)))
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
+        digest = hashlib.sha256()
+        total = 0
+        for name in COLUMNS:
+            path = os.path.join(tmp_path, f"{name}.npy")
+            size, sha = os.path.getsize(path), sha256_file(path)
+            info.files[f"{name}.npy"] = {"bytes": size, "sha256": sha}
+            digest.update(f"{sha}  {name}.npy\n".encode())
+            total += size
+        info.bytes, info.sha256 = total, digest.hexdigest()
+        os.replace(tmp_path, final_path)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_writer(out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int) -> ShardWriter:
+    cls = ParquetShardWriter if config.format == "parquet" else NumpyShardWriter
+    return cls(out_dir, config, max_seq_length, max_predictions, vocab_size)

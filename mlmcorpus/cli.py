@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,7 +51,7 @@ def _parse_size(value: str) -> int:
     try:
         n = int(float(number) * units[unit])
     except ValueError:
-        raise click.BadParameter(f"expected a size such as 16M or 1048576, got {value!r}") from None
+        raise ConfigError(f"--max-line-bytes: expected a size such as 16M or 1048576, got {value!r}") from None
     return n
 
 
@@ -606,7 +607,8 @@ def tokenizer() -> None:
 @click.option("-o", "--output", "prefix", required=True, help="Output prefix: writes PREFIX.model, PREFIX.vocab, PREFIX.json.")
 @train_options
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Seed of the sentence sampling.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Training threads [default: all cores].")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Training threads; sentencepiece's result depends on it, so it is fixed and recorded.")
 @reader_options
 @quiet_option
 def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: Any) -> None:
@@ -626,7 +628,7 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
 
     setup_logging(quiet)
     reader = _reader_config(kw)
-    train = _train_config(kw, kw["seed"], kw["threads"])
+    train = _train_config(kw, kw.pop("seed"), kw.pop("threads"))
     srcs = resolve_sources(sources, reader.input_format)
     if any(s.path == "-" for s in srcs):
         raise ConfigError("tokenizer train cannot read stdin: it may need a second pass; pass files")
@@ -726,14 +728,23 @@ def tokenizer_encode(
             out.write("\n")
 
     batch: list[str] = []
+    bad = 0
     for raw in sys.stdin.buffer:
-        batch.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", "replace")
+            bad += 1
+        # The reader hands the tokenizer NFC text; do the same here (trained models expect it).
+        batch.append(unicodedata.normalize("NFC", line.rstrip("\r\n")))
         if len(batch) >= batch_size:
             flush(batch)
             batch = []
     if batch:
         flush(batch)
     out.flush()
+    if bad:
+        click.echo(f"Warning: {bad:,} input line(s) had invalid UTF-8, replaced by U+FFFD", err=True)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import lzma
 import os
+import re
 import sys
 import unicodedata
 import zlib
@@ -64,6 +65,8 @@ _EXTENSIONS = {
     ".bert": "bert",
 }
 _SNIFF_BYTES = 8192
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TYPES = {type(None): "null", list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 _GLOB_CHARS = set("*?[")
 
 # Control characters (Unicode category Cc) other than tab/newline/CR, plus the
@@ -73,7 +76,8 @@ _CONTROL_TABLE: dict[int, str | None] = {
     c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r"
 }  # exactly Unicode category Cc (checked in the tests)
 _CONTROL_TABLE[0xFEFF] = None
-_CONTROL_TABLE[ord("\t")] = " "
+for _c in "\t\x0b\x0c\x1c\x1d\x1e\x1f\x85":  # whitespace controls separate words: keep a space
+    _CONTROL_TABLE[ord(_c)] = " "
 
 
 @dataclass(slots=True)
@@ -96,6 +100,9 @@ class ReaderConfig:
     ``normalize`` is a Unicode normal form (``NFC``/``NFKC``) or ``none``.
     ``max_line_bytes`` caps one physical line (and one prose paragraph); longer
     lines are skipped and counted so a 50 MB line cannot exhaust memory.
+    ``max_doc_sentences`` caps a document: a longer one (a file without blank
+    lines, a book read with ``doc_boundary="file"``) is cut into consecutive
+    documents, counted, so memory stays bounded whatever the layout.
     """
 
     input_format: str | None = None
@@ -108,6 +115,7 @@ class ReaderConfig:
     lowercase: bool = False
     strip_control: bool = True
     max_line_bytes: int = 16 * 1024 * 1024
+    max_doc_sentences: int = 100_000
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -119,6 +127,8 @@ class ReaderConfig:
             raise ConfigError(f"--normalize: expected nfc, nfkc or none, got {self.normalize!r}")
         if self.max_line_bytes < 1024:
             raise ConfigError(f"--max-line-bytes: must be at least 1024, got {self.max_line_bytes}")
+        if self.max_doc_sentences < 1:
+            raise ConfigError(f"--max-doc-sentences: must be at least 1, got {self.max_doc_sentences}")
         try:
             get_splitter(self.splitter)
         except ValueError as e:
@@ -301,9 +311,47 @@ def _wrap_compression(raw: BinaryIO, compression: str | None) -> BinaryIO:
             import zstandard
         except ImportError:
             raise InputError("reading .zst files needs the zstandard package: pip install 'mlmcorpus[zstd]'") from None
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(_ZstdRaw(raw, zstandard), buffer_size=1 << 20)  # type: ignore[return-value]
     raise InputError(f"unknown compression {compression!r}")
+
+
+class _ZstdRaw(io.RawIOBase):
+    """Decompresses a (multi-frame) zstd stream and, unlike ``zstandard.stream_reader``,
+    raises ``EOFError`` when the input ends inside a frame (a truncated file)."""
+
+    def __init__(self, raw: BinaryIO, zstandard: object):
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()  # type: ignore[attr-defined]
+        self._d = self._dctx.decompressobj()
+        self._buf = memoryview(b"")
+        self._in_frame = False
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not len(self._buf) and not self._done:
+            chunk = self._raw.read(1 << 17)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd data ends inside a frame")
+                self._done = True
+                break
+            out = self._d.decompress(chunk)
+            self._in_frame = True
+            while self._d.eof:
+                rest = self._d.unused_data
+                self._d = self._dctx.decompressobj()
+                self._in_frame = bool(rest)
+                if not rest:
+                    break
+                out += self._d.decompress(rest)
+            self._buf = memoryview(out)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
 
 
 def _sniff_compression(head: bytes) -> str | None:
@@ -318,12 +366,20 @@ class _Opened:
 
     def __init__(self, source: Source):
         self.source = source
+        self.is_stream = source.path == "-" or _is_stream(source.path)
         if source.path == "-":
             raw = sys.stdin.buffer
             if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
                 raw = io.BufferedReader(raw)  # type: ignore[arg-type]
             head = raw.peek(8)
             compression = _sniff_compression(head[:8])
+        elif self.is_stream:  # a named pipe (<(...), /dev/stdin): read once, peek instead of reopening
+            try:
+                raw = _open_raw(source.path)
+            except OSError as e:
+                raise InputError(f"{source.path}: cannot open ({e.strerror or e})") from None
+            head = raw.peek(8)  # type: ignore[attr-defined]
+            compression = source.compression or _sniff_compression(head[:8])
         else:
             try:
                 raw = _open_raw(source.path)
@@ -375,7 +431,7 @@ def _check_text_file(opened: _Opened) -> str | None:
     """Return a reason when the start of an open text-format source is binary."""
     stream = opened.stream
     try:
-        if opened.source.path == "-":
+        if opened.is_stream:
             head = stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(stream, "peek") else b""
         else:
             head = stream.read(_SNIFF_BYTES)  # the caller reopens: not every stream can seek back
@@ -394,16 +450,31 @@ class _TextCleaner:
         form = config.normalize.upper()
         self.form = None if form == "NONE" else form
         self.lowercase = config.lowercase
+        self.strict = config.strict
         self.table = _CONTROL_TABLE if config.strip_control else None
+
+    def fix_surrogates(self, text: str, where: str) -> str:
+        """JSON escapes can encode lone surrogates (``\\ud800``), which are not text: replace and count."""
+        if not _SURROGATE.search(text):
+            return text
+        if self.strict:
+            raise InputError(f"{where}: lone surrogate escape in JSON string")
+        fixed, n = _SURROGATE.subn("\ufffd", text)
+        self.stats.repair("invalid_utf8", f"{where}: lone surrogate replaced by U+FFFD", n)
+        return fixed
 
     def decode(self, raw: bytes, where: str) -> str:
         if b"\x00" in raw:
+            if self.strict:
+                raise InputError(f"{where}: NUL byte in text")
             n = raw.count(b"\x00")
             raw = raw.replace(b"\x00", b"")
             self.stats.repair("nul_bytes", f"{where}: removed NUL bytes", n)
         try:
             return raw.decode("utf-8")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as e:
+            if self.strict:
+                raise InputError(f"{where}: invalid UTF-8 at byte {e.start}") from None
             text = raw.decode("utf-8", "replace")
             n = text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
             self.stats.repair("invalid_utf8", f"{where}: invalid UTF-8 replaced by U+FFFD", max(n, 1))
@@ -419,8 +490,13 @@ class _TextCleaner:
         return text
 
 
-def _iter_lines(stream: BinaryIO, cap: int, stats: ReadStats, name: str) -> Iterator[tuple[int, bytes | None]]:
-    """Yield (line number, bytes) with the newline kept; None for a line over ``cap`` bytes."""
+def _iter_lines(
+    stream: BinaryIO, cap: int, stats: ReadStats, name: str, strict: bool = False
+) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes) with the newline kept; None for a line over ``cap`` bytes.
+
+    A UTF-8 byte-order mark at the start of the file is dropped.
+    """
     lineno = 0
     readline = stream.readline
     while True:
@@ -429,12 +505,16 @@ def _iter_lines(stream: BinaryIO, cap: int, stats: ReadStats, name: str) -> Iter
             return
         lineno += 1
         stats.bytes += len(line)
+        if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
         if len(line) > cap and not line.endswith(b"\n"):
             while True:  # drain the rest of the long line in bounded chunks
                 chunk = readline(1 << 20)
                 stats.bytes += len(chunk)
                 if not chunk or chunk.endswith(b"\n"):
                     break
+            if strict:
+                raise InputError(f"{name}:{lineno}: line longer than {cap} bytes (--max-line-bytes)")
             stats.skip(
                 "line_too_long",
                 f"{name}:{lineno}: line longer than {cap} bytes skipped (raise --max-line-bytes to keep such lines)",
@@ -483,13 +563,18 @@ class _DocumentReader:
     def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
         sentences: list[str] = []
         n = 0
-        for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name):
+        for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
             if raw is None:
                 continue
             line = self.cleaner.clean(self.cleaner.decode(raw, f"{source.name}:{lineno}"))
             line = " ".join(line.split())
             if line:
                 sentences.append(line)
+                if len(sentences) >= self.config.max_doc_sentences:
+                    self._count_doc_split(source, n)
+                    yield Document(f"{source.name}:{n}", sentences, source.name)
+                    n += 1
+                    sentences = []
             elif sentences:
                 yield Document(f"{source.name}:{n}", sentences, source.name)
                 n += 1
@@ -512,7 +597,7 @@ class _DocumentReader:
             para = []
             para_bytes = 0
 
-        for lineno, raw in _iter_lines(stream, cap, self.stats, source.name):
+        for lineno, raw in _iter_lines(stream, cap, self.stats, source.name, self.config.strict):
             if raw is None:
                 continue
             line = self.cleaner.decode(raw, f"{source.name}:{lineno}")
@@ -523,7 +608,9 @@ class _DocumentReader:
                     flush_para()
                 continue
             flush_para()
-            if not per_file and sentences:
+            if sentences and (not per_file or len(sentences) >= self.config.max_doc_sentences):
+                if per_file:
+                    self._count_doc_split(source, n)
                 yield Document(f"{source.name}:{n}", sentences, source.name)
                 n += 1
                 sentences = []
@@ -531,13 +618,18 @@ class _DocumentReader:
         if sentences:
             yield Document(f"{source.name}:{n}", sentences, source.name)
 
+    def _count_doc_split(self, source: Source, n: int) -> None:
+        self.stats.skip(
+            "long_documents_split",
+            f"{source.name}: document {n} reached --max-doc-sentences {self.config.max_doc_sentences}; "
+            "continuing it as a new document (is the document boundary right?)",
+        )
+
     def _read_jsonl(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
         cfg = self.config
         field_name = cfg.text_field
-        for lineno, raw in _iter_lines(stream, cfg.max_line_bytes, self.stats, source.name):
+        for lineno, raw in _iter_lines(stream, cfg.max_line_bytes, self.stats, source.name, cfg.strict):
             if raw is None:
-                if cfg.strict:
-                    raise InputError(f"{source.name}:{lineno}: line longer than {cfg.max_line_bytes} bytes")
                 continue
             if not raw.strip():
                 continue
@@ -551,15 +643,19 @@ class _DocumentReader:
                 self.stats.skip("malformed_json", f"{where}: malformed JSON line skipped ({e.msg}); --strict makes this an error")
                 continue
             if not isinstance(record, dict):
+                kind = _JSON_TYPES.get(type(record), type(record).__name__)
                 if cfg.strict:
-                    raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                self.stats.skip("malformed_json", f"{where}: JSON line is not an object, skipped")
+                    raise InputError(f"{where}: expected a JSON object, got {kind}")
+                self.stats.skip("malformed_json", f"{where}: JSON line is {kind}, not an object, skipped")
                 continue
+            escaped = b"\\ud" in raw or b"\\uD" in raw  # only then can json.loads produce a lone surrogate
             text = record.get(field_name)
             if text is None and field_name not in record and isinstance(record.get("sentences"), list):
                 # Our own `stream` output: already split into sentences.
                 sentences = [
-                    " ".join(self.cleaner.clean(s).split()) for s in record["sentences"] if isinstance(s, str)
+                    " ".join(self.cleaner.clean(self.cleaner.fix_surrogates(s, where) if escaped else s).split())
+                    for s in record["sentences"]
+                    if isinstance(s, str)
                 ]
                 sentences = [s for s in sentences if s]
             elif field_name not in record:
@@ -577,7 +673,7 @@ class _DocumentReader:
                 self.stats.skip("non_string_text", f"{where}: field {field_name!r} is not a string, skipped")
                 continue
             else:
-                sentences = self.text_sentences(text)
+                sentences = self.text_sentences(self.cleaner.fix_surrogates(text, where) if escaped else text)
             if not sentences:
                 self.stats.skip("empty_document", f"{where}: empty document skipped")
                 continue
@@ -597,14 +693,14 @@ class _DocumentReader:
         try:
             pf = pq.ParquetFile(source.path)
         except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{source.path}: not a readable Parquet file ({e})") from None
+            raise _FileError(f"{source.path}: not a readable Parquet file ({e})") from None
         names = pf.schema_arrow.names
         if cfg.text_column not in names:
             raise InputError(f"{source.path}: no column {cfg.text_column!r} (columns: {', '.join(names)}); set --text-column")
         columns = [cfg.text_column] + ([cfg.id_field] if cfg.id_field in names and cfg.id_field != cfg.text_column else [])
         row = 0
         try:
-            for batch in pf.iter_batches(batch_size=1024, columns=columns):
+            for batch in pf.iter_batches(batch_size=256, columns=columns):
                 texts = batch.column(0).to_pylist()
                 ids = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(texts)
                 for text, rid in zip(texts, ids):
@@ -615,14 +711,25 @@ class _DocumentReader:
                             raise InputError(f"{where}: column {cfg.text_column!r} is not a string")
                         self.stats.skip("non_string_text", f"{where}: {cfg.text_column!r} is not a string, skipped")
                         continue
-                    self.stats.bytes += len(text.encode("utf-8"))
+                    size = len(text.encode("utf-8"))
+                    self.stats.bytes += size
+                    if size > cfg.max_line_bytes:
+                        if cfg.strict:
+                            raise InputError(f"{where}: text longer than {cfg.max_line_bytes} bytes (--max-line-bytes)")
+                        self.stats.skip("line_too_long", f"{where}: text longer than {cfg.max_line_bytes} bytes skipped")
+                        continue
                     sentences = self.text_sentences(text)
                     if not sentences:
                         self.stats.skip("empty_document", f"{where}: empty document skipped")
                         continue
                     yield Document(str(rid) if rid is not None else where, sentences, source.name)
         except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{source.path}: corrupt Parquet data ({e})") from None
+            raise _FileError(f"{source.path}: corrupt Parquet data ({e})") from None
+
+
+class _FileError(InputError):
+    """A whole file is unusable (cannot open, corrupt, binary): fatal when the user
+    named it, skipped and counted when it was found by walking a directory or glob."""
 
 
 def iter_documents(
@@ -630,78 +737,103 @@ def iter_documents(
     config: ReaderConfig | None = None,
     stats: ReadStats | None = None,
     on_progress: Callable[[int], None] | None = None,
+    require_documents: bool = True,
 ) -> Iterator[Document]:
     """Yield the documents of every source, in order.
 
     ``on_progress(n)`` is called with the number of raw (on-disk) bytes consumed
     since the previous call, for progress bars.  Raises :class:`InputError` on
-    problems that make a whole file unusable; per-record problems are skipped and
-    counted in ``stats`` (or raised with ``config.strict``).
+    problems that make a named file unusable (a file found by walking a
+    directory is skipped and counted instead), and when no document at all was
+    found (unless ``require_documents`` is False); per-record problems are
+    skipped and counted in ``stats`` (or raised with ``config.strict``).
     """
     config = config or ReaderConfig()
     stats = stats if stats is not None else ReadStats()
     reader = _DocumentReader(config, stats)
+    names = []
     for source in sources:
-        fmt = source.format
-        if fmt is None and source.path != "-":
-            raise InputError(f"{source.name}: unknown input format; pass --input-format ({', '.join(FORMATS)})")
+        names.append(source.name)
         stats.files += 1
-        if fmt == "parquet":
-            size = os.path.getsize(source.path) if source.path != "-" else 0
-            for doc in reader.read_parquet(source):
-                stats.documents += 1
-                stats.sentences += len(doc.sentences)
-                yield doc
-            if on_progress:
-                on_progress(size)
-            continue
-        opened = open_source(source)
-        if fmt is None:
-            fmt = _sniff_stdin_format(opened)
-        why = _check_text_file(opened)
-        if why is not None:
-            opened.close()
-            if source.explicit:
-                raise InputError(f"{source.name}: looks like a binary file ({why}); expected {fmt} text")
-            stats.skip("binary_file", f"{source.name}: looks like a binary file ({why}), skipped")
-            continue
-        if source.path != "-":
-            opened.close()
-            opened = open_source(source)
-        last = 0
         try:
-            for doc in reader.read(source, opened.stream, fmt):
-                stats.documents += 1
-                stats.sentences += len(doc.sentences)
-                if on_progress is not None:
-                    pos = opened.position()
-                    if pos > last:
-                        on_progress(pos - last)
-                        last = pos
-                yield doc
-        except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
-            raise InputError(f"{source.name}: corrupt or truncated {opened.compression} data ({e})") from None
-        except OSError as e:
-            raise InputError(f"{source.name}: read error ({e})") from None
-        except InputError:
-            raise
-        except Exception as e:
-            if type(e).__name__ == "ZstdError":
-                raise InputError(f"{source.name}: corrupt zstd data ({e})") from None
-            raise
-        finally:
+            yield from _read_source(reader, source, stats, on_progress)
+        except _FileError as e:
+            if source.explicit:
+                raise InputError(str(e)) from None
+            stats.skip("unreadable_file", f"{e}; skipped")
+    if require_documents and stats.documents == 0:
+        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.skipped.items()))
+        where = names[0] if len(names) == 1 else f"{len(names)} files"
+        raise InputError(f"{where}: no documents found" + (f" (skipped: {skipped})" if skipped else " (the input is empty)"))
+
+
+def _read_source(
+    reader: _DocumentReader, source: Source, stats: ReadStats, on_progress: Callable[[int], None] | None
+) -> Iterator[Document]:
+    fmt = source.format
+    if fmt == "parquet":
+        size = os.path.getsize(source.path) if source.path != "-" else 0
+        for doc in reader.read_parquet(source):
+            stats.documents += 1
+            stats.sentences += len(doc.sentences)
+            yield doc
+        if on_progress:
+            on_progress(size)
+        return
+    try:
+        opened = open_source(source)
+    except InputError as e:
+        raise _FileError(str(e)) from None
+    if fmt is None:
+        fmt = _sniff_stdin_format(opened)
+    try:
+        why = _check_text_file(opened)
+    except InputError as e:
+        opened.close()
+        raise _FileError(str(e)) from None
+    if why is not None:
+        opened.close()
+        if source.explicit:
+            raise _FileError(f"{source.name}: looks like a binary file ({why}), not UTF-8 text")
+        stats.skip("binary_file", f"{source.name}: looks like a binary file ({why}), skipped")
+        return
+    if not opened.is_stream:
+        opened.close()
+        opened = open_source(source)
+    last = 0
+    try:
+        for doc in reader.read(source, opened.stream, fmt):
+            stats.documents += 1
+            stats.sentences += len(doc.sentences)
             if on_progress is not None:
                 pos = opened.position()
                 if pos > last:
                     on_progress(pos - last)
-            opened.close()
+                    last = pos
+            yield doc
+    except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
+        raise _FileError(f"{source.name}: corrupt or truncated {opened.compression} data ({e})") from None
+    except OSError as e:
+        raise _FileError(f"{source.name}: read error ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise _FileError(f"{source.name}: corrupt zstd data ({e})") from None
+        raise
+    finally:
+        if on_progress is not None:
+            pos = opened.position()
+            if pos > last:
+                on_progress(pos - last)
+        opened.close()
 
 
 def _sniff_stdin_format(opened: _Opened) -> str:
     """JSON Lines when (decompressed) stdin starts with ``{``, else prose text."""
     stream = opened.stream
     head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-    return "jsonl" if head.lstrip().startswith(b"{") else "text"
+    return "jsonl" if head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{") else "text"
 
 
 def iter_sentences(documents: Iterable[Document]) -> Iterator[str]:

@@ -477,12 +477,15 @@ _BRACKETED = re.compile(r"^(\[[^\[\]]+\]|<[^<>\s]+>)$")
 
 def _read_vocab_txt(path: str) -> dict[str, int]:
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            token = line.rstrip("\r\n")
-            if token in vocab:
-                raise TokenizerError(f"{path}:{i + 1}: duplicate token {token!r} in vocab.txt")
-            vocab[token] = i
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                token = line.rstrip("\r\n")
+                if token in vocab:
+                    raise TokenizerError(f"{path}:{i + 1}: duplicate token {token!r} in vocab.txt")
+                vocab[token] = i
+    except UnicodeDecodeError:
+        raise TokenizerError(f"{path}: not a UTF-8 text vocabulary (one token per line)") from None
     if not vocab:
         raise TokenizerError(f"{path}: empty vocabulary")
     return vocab
@@ -547,7 +550,9 @@ class TrainConfig:
     input_sentence_size: int = 2_000_000
     seed: int = 12345
     normalization: str = "nfkc_hangul"
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # sentencepiece's result depends on its thread count, so the default is a fixed
+    # number (not the machine's core count) and the value is recorded with the model.
+    threads: int = 4
     max_sentence_length: int = 8192
 
     def __post_init__(self) -> None:
@@ -635,19 +640,27 @@ def train_tokenizer(
     import sentencepiece as spm
 
     config = config or TrainConfig()
+    if not os.path.basename(prefix) or prefix.endswith(os.sep):
+        raise ConfigError(f"-o/--output: {prefix!r} is a directory; give a prefix such as {os.path.join(prefix, 'spm')!r}")
     prefix_dir = os.path.dirname(os.path.abspath(prefix))
     try:
         os.makedirs(prefix_dir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=prefix_dir, prefix=".mlmcorpus-probe-")
+        probe.close()
     except OSError as e:
-        raise TokenizerError(f"{prefix}: cannot create output directory ({e.strerror or e})") from None
+        raise TokenizerError(f"{prefix}: cannot write there ({e.strerror or e})") from None
     vocab_size = config.vocab_size
     seen = 0
+    too_long = 0
+    limit = config.max_sentence_length
 
     def counted() -> Iterator[str]:
-        nonlocal seen
-        seen = 0
+        nonlocal seen, too_long
+        seen = too_long = 0
         for s in make_sentences():
             seen += 1
+            if len(s) * 4 > limit and len(s.encode("utf-8")) > limit:
+                too_long += 1  # sentencepiece skips these silently; we say so
             yield s
 
     def corpus() -> Iterator[str]:
@@ -709,6 +722,13 @@ def train_tokenizer(
                     raise TokenizerError("cannot train a tokenizer: the input has no sentences") from None
                 raise TokenizerError(f"sentencepiece training failed: {str(e).splitlines()[0]}") from None
 
+    if too_long:
+        log.warning(
+            "%d sentence(s) longer than %d bytes were left out of tokenizer training (sentencepiece's "
+            "max_sentence_length); check the sentence splitting of that input",
+            too_long,
+            limit,
+        )
     data = model.getvalue()
     if config.normalization == "nfkc_hangul":
         data = _set_rule_name(data, "nfkc_hangul")
@@ -727,10 +747,10 @@ def train_tokenizer(
         "vocab_size": tok.vocab_size,
         "special_ids": tok.special_ids.as_dict(),
         "sentences_seen": seen,
+        "sentences_too_long": too_long,
         "config": asdict(config),
         **(record or {}),
     }
-    info["config"].pop("threads")  # does not change the model; keeps the record reproducible
     _atomic_write(prefix + ".json", (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return tok, info
 

@@ -74,9 +74,8 @@ def test_errors_are_one_line_without_traceback(runner, tmp_path, args, message):
     if args[1] == "x.unknown":
         (tmp_path / "x.unknown").write_text("hi\n")
         args = ["stream", str(tmp_path / "x.unknown")]
-    result = runner.invoke(cli, args)
+    result = runner.invoke(cli, args, catch_exceptions=False)  # an unexpected exception fails the test
     assert result.exit_code != 0
-    assert "Traceback" not in result.output
     assert result.stderr.startswith("Error: ") or "Error: Invalid value" in result.stderr
     assert result.stdout == ""
     if message:
@@ -172,3 +171,34 @@ def test_ci_runs_the_readme_quick_start_verbatim():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     for command in commands:
         assert command in ci, command
+
+
+def test_encode_normalises_to_nfc_and_counts_bad_utf8(runner, spm_model):
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "대한민국 café\n").encode()
+    nfc = unicodedata.normalize("NFC", "대한민국 café\n").encode()
+    a = runner.invoke(cli, ["tokenizer", "encode", str(spm_model)], input=nfd)
+    b = runner.invoke(cli, ["tokenizer", "encode", str(spm_model)], input=nfc)
+    assert a.exit_code == 0 and a.stdout == b.stdout
+    bad = runner.invoke(cli, ["tokenizer", "encode", str(spm_model)], input=b"ok\n\xff\xfe\n")
+    assert len(bad.stdout.splitlines()) == 2
+    assert bad.stderr == "Warning: 1 input line(s) had invalid UTF-8, replaced by U+FFFD\n"
+
+
+def test_compressed_stdin_is_detected(runner):
+    data = gzip.compress((SAMPLE / "ko_wiki.jsonl").read_bytes())
+    result = runner.invoke(cli, ["stream", "-q", "-"], input=data)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 40
+
+
+def test_bad_size_option_is_one_line(runner):
+    result = runner.invoke(cli, ["stream", "--max-line-bytes", "lots", str(SAMPLE)])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: --max-line-bytes: expected a size such as 16M or 1048576, got 'lots'\n"
+
+
+def test_empty_input_is_an_error(runner, tmp_path):
+    (tmp_path / "e.txt").write_text("")
+    result = runner.invoke(cli, ["stream", str(tmp_path / "e.txt")])
+    assert result.exit_code == 1 and result.stderr == f"Error: {tmp_path / 'e.txt'}: no documents found (the input is empty)\n"

@@ -28,9 +28,10 @@ from mlmcorpus.readers import (
 BERT_TEXT = "First sentence here.\nSecond one.\n\nOther document.\n\n\nThird doc line one.\nLine two.\n"
 
 
-def read(paths, **kw):
+def read(paths, require_documents=True, **kw):
     stats = ReadStats()
-    docs = list(iter_documents(resolve_sources([str(p) for p in paths], kw.get("input_format")), ReaderConfig(**kw), stats))
+    sources = resolve_sources([str(p) for p in paths], kw.get("input_format"))
+    docs = list(iter_documents(sources, ReaderConfig(**kw), stats, require_documents=require_documents))
     return docs, stats
 
 
@@ -173,9 +174,11 @@ def test_detect_format():
 
 
 def test_control_table_is_exactly_category_cc_minus_newlines():
-    cc = {c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"} - {9, 10, 13}
-    assert {c for c, v in _CONTROL_TABLE.items() if v is None} == cc | {0xFEFF}
-    assert _CONTROL_TABLE[9] == " "
+    cc = {c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"} - {10, 13}
+    spaces = {c for c in cc if chr(c).isspace()}  # tab, VT, FF, FS..US, NEL: they separate words
+    assert spaces == {9, 11, 12, 28, 29, 30, 31, 133}
+    assert {c for c, v in _CONTROL_TABLE.items() if v is None} == (cc - spaces) | {0xFEFF}
+    assert {c for c, v in _CONTROL_TABLE.items() if v == " "} == spaces
 
 
 def test_normalisation_nfc_nfkc_lowercase_and_control(tmp_path):
@@ -237,7 +240,7 @@ def test_reading_a_large_file_does_not_hold_it(tmp_path):
 def test_warns_once_per_reason(tmp_path, warnings_log):
     lines = ['{"body": "x"}', '{"body": "y"}', "not json", "{also not"]
     p = write(tmp_path / "w.jsonl", "\n".join(lines) + "\n")
-    docs, stats = read([p])
+    docs, stats = read([p], require_documents=False)
     assert docs == []
     assert stats.skipped == {"missing_text_field": 2, "malformed_json": 2}
     assert len(warnings_log) == 2
@@ -258,7 +261,9 @@ def test_strict_missing_field_and_non_string(tmp_path):
     p = write(tmp_path / "s.jsonl", '{"text": 5}\n')
     with pytest.raises(InputError, match=r":1: field 'text' is int, not a string"):
         read([p], strict=True)
-    docs, stats = read([p])
+    with pytest.raises(InputError, match=r"s.jsonl: no documents found \(skipped: non_string_text 1\)$"):
+        read([p])
+    docs, stats = read([p], require_documents=False)
     assert docs == [] and stats.skipped == {"non_string_text": 1}
 
 
@@ -344,3 +349,116 @@ def test_config_errors_name_the_option():
         ReaderConfig(doc_boundary="page")
     with pytest.raises(ConfigError, match="--max-line-bytes"):
         ReaderConfig(max_line_bytes=10)
+
+
+# ------------------------------------------------------------------ review findings: streams, truncation, odd bytes
+
+
+def test_named_pipe_is_read_once_from_the_start(tmp_path):
+    fifo = tmp_path / "pipe.bert.txt"
+    os.mkfifo(fifo)
+    import threading
+
+    lines = "".join(f"Sentence {i}.\n\n" for i in range(5000))
+
+    def feed():
+        with open(fifo, "w") as f:
+            f.write(lines)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    docs, _ = read([fifo])
+    t.join()
+    assert len(docs) == 5000 and docs[0].sentences == ["Sentence 0."]
+
+
+@pytest.mark.parametrize(
+    "ext,compress,name",
+    [
+        (".bz2", bz2.compress, "bz2"),
+        (".xz", lzma.compress, "xz"),
+        (".zst", lambda b: __import__("zstandard").ZstdCompressor().compress(b), "zstd"),
+    ],
+)
+def test_truncated_compressed_files_are_errors(tmp_path, ext, compress, name):
+    data = compress(("A sentence here.\n\n" * 50_000).encode())
+    p = write(tmp_path / f"t.bert.txt{ext}", data[: len(data) // 2])
+    with pytest.raises(InputError, match=rf"t.bert.txt{ext}: corrupt or truncated {name} data"):
+        read([p])
+
+
+def test_multi_frame_zstd_reads_every_frame(tmp_path):
+    import zstandard
+
+    c = zstandard.ZstdCompressor()
+    p = write(tmp_path / "m.bert.txt.zst", c.compress(b"One.\n\n") + c.compress(b"Two.\n"))
+    assert [d.sentences for d in read([p])[0]] == [["One."], ["Two."]]
+
+
+def test_lone_surrogate_escapes_are_replaced_and_counted(tmp_path):
+    p = write(tmp_path / "s.jsonl", '{"text": "bad \\ud800 here. Pair \\ud83d\\ude00 ok."}\n')
+    docs, stats = read([p])
+    assert docs[0].sentences == ["bad \ufffd here.", "Pair \U0001f600 ok."]
+    assert stats.repaired == {"invalid_utf8": 1}
+    with pytest.raises(InputError, match=r"s.jsonl:1: lone surrogate"):
+        read([p], strict=True)
+
+
+def test_documents_are_capped_so_memory_stays_bounded(tmp_path):
+    p = write(tmp_path / "noblank.bert.txt", "".join(f"Line {i}.\n" for i in range(25)))
+    docs, stats = read([p], max_doc_sentences=10)
+    assert [len(d.sentences) for d in docs] == [10, 10, 5]
+    assert [s for d in docs for s in d.sentences] == [f"Line {i}." for i in range(25)]
+    assert stats.skipped == {"long_documents_split": 2}
+    q = write(tmp_path / "book.txt", "".join(f"Para {i}.\n\n" for i in range(25)))
+    docs, _ = read([q], doc_boundary="file", max_doc_sentences=10)
+    assert [len(d.sentences) for d in docs] == [10, 10, 5]
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+    p = write(tmp_path / "bom.jsonl", b'\xef\xbb\xbf{"text": "First."}\n{"text": "Second."}\n')
+    docs, stats = read([p])
+    assert [d.sentences for d in docs] == [["First."], ["Second."]] and not stats.skipped
+
+
+def test_whitespace_controls_separate_words(tmp_path):
+    p = write(tmp_path / "ff.bert.txt", b"word\x0cnext and\x0bmore\xc2\x85end\n")
+    assert read([p])[0][0].sentences == ["word next and more end"]
+
+
+def test_strict_applies_to_long_lines_and_bad_bytes_in_every_format(tmp_path):
+    p = write(tmp_path / "l.bert.txt", b"ok\n" + b"x" * 5000 + b"\n")
+    with pytest.raises(InputError, match=r"l.bert.txt:2: line longer than 1024 bytes"):
+        read([p], max_line_bytes=1024, strict=True)
+    q = write(tmp_path / "u.txt", b"fine\nbad \xff\n")
+    with pytest.raises(InputError, match=r"u.txt:2: invalid UTF-8 at byte 4"):
+        read([q], strict=True)
+
+
+def test_no_documents_is_an_error_naming_what_was_skipped(tmp_path):
+    empty = write(tmp_path / "empty.txt", "")
+    with pytest.raises(InputError, match=r"empty.txt: no documents found \(the input is empty\)"):
+        read([empty])
+    blank = write(tmp_path / "blank.bert.txt", "\n\n  \n")
+    with pytest.raises(InputError, match="no documents found"):
+        read([blank])
+    d = tmp_path / "bin"
+    write(d / "a.txt", bytes(range(256)) * 40)
+    write(d / "b.txt", bytes(range(256)) * 40)
+    with pytest.raises(InputError, match=r"no documents found \(skipped: binary_file 2\)"):
+        read([d])
+
+
+def test_corrupt_file_found_while_walking_is_skipped_and_counted(tmp_path):
+    write(tmp_path / "a.bert.txt", "Good.\n")
+    data = gzip.compress(b"Sentence.\n\n" * 10000)
+    write(tmp_path / "b.bert.txt.gz", data[: len(data) // 2])
+    docs, stats = read([tmp_path])
+    assert docs[0].sentences == ["Good."] and stats.skipped["unreadable_file"] == 1
+
+
+def test_parquet_cells_obey_the_line_cap(tmp_path):
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": ["short.", "y" * 5000]}), p)
+    docs, stats = read([p], max_line_bytes=1024)
+    assert [d.sentences for d in docs] == [["short."]] and stats.skipped == {"line_too_long": 1}

@@ -25,6 +25,10 @@ from mlmcorpus.readers import FORMATS, ReaderConfig, ReadStats, Source, iter_doc
 __all__ = ["cli", "main"]
 
 
+class _OneLineUsageError(click.ClickException):
+    exit_code = 2
+
+
 class _Group(click.Group):
     """A click group that maps library errors and broken pipes to clean exits."""
 
@@ -33,6 +37,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlmCorpusError as e:
             raise click.ClickException(str(e)) from None
+        except click.UsageError as e:
+            # One line, like every other error: "Error: Invalid value for '--x': ... (see --help)".
+            hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            raise _OneLineUsageError(e.format_message() + hint) from None
         except BrokenPipeError:
             # `mlmcorpus stream ... | head`: the reader went away; that is not an error.
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -95,6 +103,13 @@ def reader_options(f: Callable) -> Callable:
             show_default=True,
             help="Longer lines are skipped and counted (bounds memory).",
         ),
+        click.option(
+            "--max-doc-sentences",
+            type=click.IntRange(min=1),
+            default=100_000,
+            show_default=True,
+            help="Longer documents are cut into consecutive ones (bounds memory), counted.",
+        ),
         click.option("--strict", is_flag=True, help="Make malformed records an error (file:line) instead of a counted skip."),
     ]
     for option in reversed(options):
@@ -114,6 +129,7 @@ def _reader_config(kw: dict) -> ReaderConfig:
         lowercase=kw.pop("lower_text"),
         strip_control=not kw.pop("keep_control"),
         max_line_bytes=_parse_size(kw.pop("max_line_bytes")),
+        max_doc_sentences=kw.pop("max_doc_sentences"),
         strict=kw.pop("strict"),
     )
 

@@ -1,0 +1,348 @@
+"""`build` end to end: determinism, shards, manifest, pipelines, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlmcorpus.cli import cli
+from mlmcorpus.config import BuildConfig, OutputConfig, PairConfig, UnitConfig
+from mlmcorpus.errors import OutputError
+from mlmcorpus.pipeline import TokenizerSpec, build
+from mlmcorpus.readers import ReaderConfig, resolve_sources
+from mlmcorpus.writers import COLUMNS, make_writer
+
+from .conftest import ROOT, SAMPLE
+
+SMALL = ["--pool-docs", "25", "--shard-size", "300"]  # several units and shards from sample_data
+
+
+def sha_of_shards(out: Path) -> dict[str, str]:
+    result = {}
+    for p in sorted(out.rglob("train-*")):
+        if p.is_file():
+            result[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return result
+
+
+def run_build(runner, out: Path, spm_model, *extra: str):
+    args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", *SMALL, *extra]
+    result = runner.invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, spm_model):
+    from click.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("built") / "out"
+    manifest = run_build(CliRunner(), out, spm_model, "--workers", "2")
+    return out, manifest
+
+
+# ------------------------------------------------------------------ determinism
+
+
+def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_path):
+    out2, m2 = built
+    m1 = run_build(runner, tmp_path / "w1", spm_model, "--workers", "1")
+    assert len(m1["shards"]) >= 3  # the comparison covers several shards and units
+    assert m1["stats"]["units"] >= 5
+    assert sha_of_shards(tmp_path / "w1") == sha_of_shards(out2)
+    assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+    assert m1["stats"] == m2["stats"]
+
+
+def test_rerun_is_identical_and_another_seed_differs(built, runner, spm_model, tmp_path):
+    out, _ = built
+    run_build(runner, tmp_path / "again", spm_model, "--workers", "2")
+    assert sha_of_shards(tmp_path / "again") == sha_of_shards(out)
+    run_build(runner, tmp_path / "seed7", spm_model, "--seed", "7")
+    a = pq.read_table(next(out.glob("train-00000-*.parquet")))
+    b = pq.read_table(next((tmp_path / "seed7").glob("train-00000-*.parquet")))
+    assert not np.array_equal(labels_of(a), labels_of(b))
+
+
+def labels_of(table: pa.Table) -> np.ndarray:
+    col = table.column("labels").combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), -1)
+
+
+# ------------------------------------------------------------------ shards and manifest
+
+
+def read_rows(out: Path) -> dict[str, np.ndarray]:
+    tables = [pq.read_table(p) for p in sorted(out.glob("train-*.parquet"))]
+    table = pa.concat_tables(tables)
+    rows = {}
+    for name in COLUMNS:
+        col = table.column(name).combine_chunks()
+        if isinstance(col.type, pa.FixedSizeListType):
+            rows[name] = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+        else:
+            rows[name] = col.to_numpy()
+    return rows
+
+
+def test_parquet_schema_and_names(built):
+    out, manifest = built
+    names = sorted(p.name for p in out.iterdir())
+    n = len(manifest["shards"])
+    assert [x for x in names if x.startswith("train-")] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    assert not [x for x in names if x.startswith(".tmp")]
+    schema = pq.read_schema(out / manifest["shards"][0]["file"])
+    assert schema.names == list(COLUMNS)
+    assert schema.field("input_ids").type == pa.list_(pa.uint16(), 128)
+    assert schema.field("labels").type == pa.list_(pa.int64(), 128)
+    assert schema.field("next_sentence_label").type == pa.int64()
+    assert schema.field("masked_lm_positions").type == pa.list_(pa.int32(), 20)
+    assert schema.metadata[b"mlmcorpus.format_version"] == b"1"
+    meta = pq.read_metadata(out / manifest["shards"][0]["file"])
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_manifest_matches_the_files(built, spm_model):
+    out, m = built
+    assert m["format_version"] == 1 and m["seed"] == 12345
+    assert m["config"]["pairs"] == {"max_seq_length": 128, "short_seq_prob": 0.1, "dupe_factor": 1, "random_next_prob": 0.5}
+    assert m["config"]["units"]["pool_docs"] == 25
+    assert m["tokenizer"]["sha256"] == hashlib.sha256(Path(spm_model).read_bytes()).hexdigest()
+    assert m["tokenizer"]["vocab_size"] == 2000 and m["tokenizer"]["special_ids"]["mask"] == 4
+    assert set(m["versions"]) >= {"mlmcorpus", "numpy", "pyarrow", "sentencepiece"}
+    for shard in m["shards"]:
+        path = out / shard["file"]
+        assert shard["bytes"] == path.stat().st_size
+        assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert shard["rows"] == pq.read_metadata(path).num_rows
+    rows = read_rows(out)
+    st = m["stats"]
+    assert st["instances"] == len(rows["input_ids"]) == m["totals"]["rows"]
+    assert m["totals"]["tokens"] == int(rows["attention_mask"].sum())
+    assert st["nsp"]["random_next"] == int(rows["next_sentence_label"].sum())
+    assert st["nsp"]["random_ratio"] == round(st["nsp"]["random_next"] / st["instances"], 6)
+    masked = int((rows["labels"] != -100).sum())
+    assert st["masked_positions"]["total"] == masked
+    assert st["masked_positions"]["mask"] + st["masked_positions"]["random"] + st["masked_positions"]["keep"] == masked
+    assert st["masked_positions"]["mask"] == int(((rows["labels"] != -100) & (rows["input_ids"] == 4)).sum())
+    assert st["documents"] == 194 and st["input"]["documents"] == 194
+
+
+def test_rows_follow_the_layout_and_the_policy(built):
+    out, m = built
+    rows = read_rows(out)
+    ids, tt, am, labels = rows["input_ids"].astype(np.int64), rows["token_type_ids"], rows["attention_mask"], rows["labels"]
+    n, L = ids.shape
+    lengths = am.sum(axis=1)
+    assert (am == (np.arange(L)[None, :] < lengths[:, None])).all()
+    original = np.where(labels != -100, labels, ids)
+    assert (original[:, 0] == 2).all()  # [CLS]
+    assert (original[np.arange(n), lengths - 1] == 3).all()  # last [SEP]
+    seps = (original == 3) & (am == 1)
+    assert (seps.sum(axis=1) == 2).all()
+    first_sep = seps.argmax(axis=1)
+    expected_tt = (np.arange(L)[None, :] > first_sep[:, None]) & (np.arange(L)[None, :] < lengths[:, None])
+    assert (tt == expected_tt).all()
+    assert (ids[am == 0] == 0).all()  # [PAD]
+    masked = labels != -100
+    assert not np.isin(original[masked], [0, 2, 3, 4]).any()  # never a special position
+    k = masked.sum(axis=1)
+    expected = np.minimum(20, np.maximum(1, np.rint(lengths * 0.15).astype(int)))
+    assert (k == expected).all()
+    pos = rows["masked_lm_positions"]
+    for i in range(0, n, 97):
+        assert pos[i, : k[i]].tolist() == np.flatnonzero(masked[i]).tolist()
+        assert rows["masked_lm_ids"][i, : k[i]].tolist() == labels[i, masked[i]].tolist()
+        assert (pos[i, k[i]:] == 0).all()
+
+
+def test_numpy_output_loads_with_mmap(runner, spm_model, tmp_path):
+    m = run_build(runner, tmp_path / "np", spm_model, "--format", "numpy")
+    parquet = run_build(runner, tmp_path / "pq", spm_model)
+    rows = read_rows(tmp_path / "pq")
+    loaded = {name: [] for name in COLUMNS}
+    for shard in m["shards"]:
+        d = tmp_path / "np" / shard["file"]
+        assert d.is_dir() and sorted(p.name for p in d.iterdir()) == sorted(f"{c}.npy" for c in COLUMNS)
+        for name in COLUMNS:
+            arr = np.load(d / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            assert arr.shape[0] == shard["rows"]
+            assert shard["files"][f"{name}.npy"]["sha256"] == hashlib.sha256((d / f"{name}.npy").read_bytes()).hexdigest()
+            loaded[name].append(np.asarray(arr))
+    for name in COLUMNS:
+        assert np.array_equal(np.concatenate(loaded[name]), rows[name]), name
+    assert np.load(tmp_path / "np" / m["shards"][0]["file"] / "input_ids.npy").dtype == np.uint16
+    assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in parquet["shards"]]
+
+
+def test_writer_bytes_do_not_depend_on_batching(tmp_path):
+    rng = np.random.default_rng(0)
+    n, L, P = 1000, 16, 4
+    cols = {
+        "input_ids": rng.integers(0, 500, (n, L)),
+        "token_type_ids": rng.integers(0, 2, (n, L)),
+        "attention_mask": np.ones((n, L)),
+        "labels": rng.integers(-100, 500, (n, L)),
+        "next_sentence_label": rng.integers(0, 2, n),
+        "masked_lm_positions": rng.integers(0, L, (n, P)),
+        "masked_lm_ids": rng.integers(0, 500, (n, P)),
+        "lengths": np.full(n, L),
+    }
+    digests = []
+    for i, cuts in enumerate(([1000], [1, 2, 997], [333, 333, 334], [10] * 100)):
+        out = tmp_path / str(i)
+        out.mkdir()
+        w = make_writer(str(out), OutputConfig(shard_rows=300, row_group_rows=64), L, P, 500)
+        start = 0
+        for c in cuts:
+            w.write({k: v[start : start + c] for k, v in cols.items()})
+            start += c
+        infos = w.close()
+        assert [s.rows for s in infos] == [300, 300, 300, 100]
+        digests.append([s.sha256 for s in infos])
+    assert all(d == digests[0] for d in digests)
+
+
+def test_shard_size_in_megabytes(runner, spm_model, tmp_path):
+    m = run_build(runner, tmp_path / "mb", spm_model, "--shard-size", "0.1MB")
+    row_bytes = 128 * (2 + 1 + 1 + 8) + 8 + 20 * (4 + 2)
+    assert m["shards"][0]["rows"] == int(0.1e6 // row_bytes)
+
+
+def test_int32_ids_for_a_large_vocabulary(tmp_path):
+    from mlmcorpus.writers import id_dtype, output_schema
+
+    assert id_dtype(65536) == np.uint16 and id_dtype(65537) == np.int32
+    assert output_schema(128, 20, 70000).field("input_ids").type == pa.list_(pa.int32(), 128)
+
+
+# ------------------------------------------------------------------ build without a tokenizer, pipelines
+
+
+def test_build_trains_a_tokenizer_when_none_is_given(runner, tmp_path):
+    out = tmp_path / "auto"
+    result = runner.invoke(cli, ["build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(out), "--vocab-size", "1500"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert (out / "tokenizer.model").exists() and (out / "tokenizer.json").exists()
+    assert m["tokenizer"]["trained_by_build"] is True and m["tokenizer"]["vocab_size"] == 1500
+    assert "Wrote" in result.stderr and "NSP random" in result.stderr and result.stdout == ""
+
+
+def _sh(cmd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, env=env, cwd=ROOT)
+
+
+def test_shell_pipeline_equals_build(built, spm_model, tmp_path):
+    out, m = built
+    mc = f"{sys.executable} -m mlmcorpus"
+    opts = "--pool-docs 25"
+    proc = _sh(
+        f"{mc} stream -q {SAMPLE} | {mc} pairs --tokenizer {spm_model} {opts} -q | {mc} mask "
+        f"| {mc} write {tmp_path / 'piped'} --shard-size 300 -q"
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sha_of_shards(tmp_path / "piped") == sha_of_shards(out)
+    piped = json.loads((tmp_path / "piped" / "manifest.json").read_text())
+    assert piped["stats"]["instances"] == m["stats"]["instances"]
+    assert piped["stats"]["masked_positions"] == m["stats"]["masked_positions"]
+
+
+def test_pipeline_seed_flows_downstream_and_can_be_overridden(spm_model, tmp_path):
+    mc = f"{sys.executable} -m mlmcorpus"
+    base = f"{mc} stream -q {SAMPLE / 'ko_wiki.jsonl'} | {mc} pairs --tokenizer {spm_model} --seed 5 -q"
+    assert _sh(f"{base} | {mc} mask | {mc} write {tmp_path / 'a'} -q").returncode == 0
+    assert _sh(f"{base} | {mc} mask --seed 5 | {mc} write {tmp_path / 'b'} -q").returncode == 0
+    assert _sh(f"{base} | {mc} mask --seed 6 | {mc} write {tmp_path / 'c'} -q").returncode == 0
+    assert sha_of_shards(tmp_path / "a") == sha_of_shards(tmp_path / "b") != sha_of_shards(tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["seed"] == 6
+
+
+# ------------------------------------------------------------------ bad input and safety
+
+
+def test_non_empty_output_is_refused_unless_overwrite(built, runner, spm_model, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(out), "--tokenizer", str(spm_model), "-q"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {out}: output directory is not empty; pass --overwrite to replace it\n"
+    assert runner.invoke(cli, [*args, "--overwrite"]).exit_code == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "manifest.json").exists()
+
+
+def test_failure_leaves_nothing_that_looks_complete(runner, spm_model, tmp_path):
+    import gzip
+
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "a.jsonl").write_bytes((SAMPLE / "ko_wiki.jsonl").read_bytes())
+    data = gzip.compress((SAMPLE / "ko_wiki.jsonl").read_bytes() * 20)
+    (bad / "b.jsonl.gz").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["build", str(bad / "a.jsonl"), str(bad / "b.jsonl.gz"), "-o", str(out),
+                                 "--tokenizer", str(spm_model), "--pool-docs", "5", "--shard-size", "50", "-q"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "corrupt or truncated gzip" in result.stderr
+    assert sorted(os.listdir(out)) == []  # no manifest, no shard, no temporary file
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--tokenizer", "nope.model"], "Error: nope.model: no such tokenizer file\n"),
+        (["--mask-ratios", "0.5,0.5"], None),
+        (["--max-seq-length", "4"], None),
+        (["--lowercase"], "Error: --lowercase/--add-special-tokens apply to a --tokenizer you pass, not to a trained one\n"),
+    ],
+)
+def test_bad_options(runner, tmp_path, extra, message):
+    result = runner.invoke(cli, ["build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(tmp_path / "o"), *extra],
+                           catch_exceptions=False)
+    assert result.exit_code != 0 and result.stderr.startswith("Error")
+    if message:
+        assert result.stderr == message
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_tokenizer_without_specials_is_refused(runner, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
+    result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(tmp_path / "o"), "--tokenizer", str(vocab)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {vocab}: tokenizer lacks special tokens [MASK]; pass --add-special-tokens to append them to the vocabulary\n"
+
+
+def test_stage_commands_reject_wrong_input(runner, spm_model):
+    result = runner.invoke(cli, ["mask"], input=b"not arrow at all")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: stdin is not an mlmcorpus pairs stream")
+    result = runner.invoke(cli, ["write", "/tmp/x-never"], input=b"")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: stdin is not an mlmcorpus masked stream")
+
+
+def test_output_dir_that_is_a_file(tmp_path, spm_model):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OutputError, match="exists and is not a directory"):
+        build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(f), reader=ReaderConfig(),
+              config=BuildConfig(), tokenizer=TokenizerSpec(str(spm_model)))
+
+
+def test_library_build_api(tmp_path, spm_model):
+    config = BuildConfig(pairs=PairConfig(max_seq_length=64, dupe_factor=2), units=UnitConfig(pool_docs=10))
+    m = build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
+              config=config, tokenizer=TokenizerSpec(str(spm_model)), workers=1)
+    rows = read_rows(tmp_path / "lib")
+    assert rows["input_ids"].shape[1] == 64 and m["config"]["pairs"]["dupe_factor"] == 2
+    assert m["stats"]["units"] == 4

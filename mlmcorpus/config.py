@@ -76,7 +76,7 @@ class MaskConfig:
         if self.max_predictions_per_seq < 1:
             raise ConfigError(f"--max-predictions-per-seq: must be at least 1, got {self.max_predictions_per_seq}")
         ratios = tuple(float(r) for r in self.mask_ratios)
-        if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-9:
+        if len(ratios) != 3 or not all(r >= 0 for r in ratios) or not abs(sum(ratios) - 1.0) <= 1e-9:  # NaN fails too
             raise ConfigError(f"--mask-ratios: expected three non-negative numbers summing to 1, got {self.mask_ratios}")
         object.__setattr__(self, "mask_ratios", ratios)
 

@@ -178,7 +178,8 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                         random_start = randint(r_lo, r_hi - 1)
                     else:
                         # One document in the pool (a whole book): take B from a part of this
-                        # document outside the current chunk and the segment right after it.
+                        # document outside the current chunk and the segment right after it,
+                        # never running into them.
                         r_lo, r_hi = lo, hi
                         before = chunk_lo - lo
                         after = hi - (i + 2)
@@ -190,6 +191,8 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                             continue
                         k = randint(0, before + max(after, 0) - 1)
                         random_start = lo + k if k < before else i + 2 + (k - before)
+                        if random_start < chunk_lo:
+                            r_hi = chunk_lo  # B taken before the chunk must stop before it
                         same_doc += 1
                     b_lo = random_start
                     len_b = 0

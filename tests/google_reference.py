@@ -38,7 +38,8 @@ Deliberate omissions and differences:
   - skips the 10 tries altogether when there is a single document (no draws);
   - draws ``k = rng.randint(0, before + after - 1)`` over the segments before
     the current chunk (``before``) and those after the chunk *and the segment
-    right after it* (``after``), and starts B there;
+    right after it* (``after``), and starts B there; a B that starts before the
+    chunk stops at the chunk's first segment, so it never contains A;
   - if there are no such segments, emits no instance for this chunk (and does
     not put segments back): the chunk is dropped.
 
@@ -160,10 +161,13 @@ def create_instances_from_document(
                             continue
                         k = rng.randint(0, before + after - 1)
                         random_start = k if k < before else i + 2 + (k - before)
+                        # B taken before the chunk stops before it (it must not contain A).
+                        b_stop = chunk_first if random_start < chunk_first else len(document)
                     else:
                         random_start = rng.randint(0, len(random_document) - 1)
+                        b_stop = len(random_document)
                     b_last = random_start
-                    for j in range(random_start, len(random_document)):
+                    for j in range(random_start, b_stop):
                         tokens_b.extend(random_document[j])
                         b_last = j
                         if len(tokens_b) >= target_b_length:

@@ -346,3 +346,14 @@ def test_library_build_api(tmp_path, spm_model):
     rows = read_rows(tmp_path / "lib")
     assert rows["input_ids"].shape[1] == 64 and m["config"]["pairs"]["dupe_factor"] == 2
     assert m["stats"]["units"] == 4
+
+
+def test_hugging_face_datasets_reads_the_shards(built, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out, m = built
+    ds = datasets.load_dataset("parquet", data_files=str(out / "train-*.parquet"), split="train", cache_dir=str(tmp_path))
+    assert ds.num_rows == m["totals"]["rows"]
+    assert ds.column_names == list(COLUMNS)
+    row = ds.with_format("numpy")[0]
+    assert row["input_ids"].shape == (128,) and row["masked_lm_positions"].shape == (20,)
+    assert np.array_equal(row["labels"], read_rows(out)["labels"][0])

@@ -146,6 +146,7 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
     random_p = config.random_next_prob
     same_doc = 0
     no_random = 0
+    unavailable = 0
     rand = rng.random
     randint = rng.randint
 
@@ -164,8 +165,8 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                 a_end = 1 if n_chunk < 2 else randint(1, n_chunk - 1)
                 a_lo, a_hi = chunk_lo, chunk_lo + a_end
                 len_a = cum[a_hi] - cum[a_lo]
+                label = 0
                 if n_chunk == 1 or rand() < random_p:
-                    label = 1
                     target_b = target - len_a
                     r = d
                     if n_docs > 1:
@@ -173,39 +174,45 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                             r = randint(0, n_docs - 1)
                             if r != d:
                                 break
+                    random_start = -1
                     if r != d:
                         r_lo, r_hi = doc_lo[r], doc_hi[r]
                         random_start = randint(r_lo, r_hi - 1)
                     else:
-                        # One document in the pool (a whole book): take B from a part of this
-                        # document outside the current chunk and the segment right after it,
-                        # never running into them.
-                        r_lo, r_hi = lo, hi
-                        before = chunk_lo - lo
-                        after = hi - (i + 2)
-                        if before + max(after, 0) <= 0:
-                            no_random += 1
-                            current_length = 0
-                            chunk_lo = i + 1
-                            i += 1
-                            continue
-                        k = randint(0, before + max(after, 0) - 1)
-                        random_start = lo + k if k < before else i + 2 + (k - before)
-                        if random_start < chunk_lo:
-                            r_hi = chunk_lo  # B taken before the chunk must stop before it
-                        same_doc += 1
-                    b_lo = random_start
-                    len_b = 0
-                    j = random_start
-                    while j < r_hi:
-                        len_b += seg_len[j]
-                        j += 1
-                        if len_b >= target_b:
-                            break
-                    # Put back the segments of the chunk that were not used for A.
-                    i -= n_chunk - a_end
-                else:
-                    label = 0
+                        # One document in the pool (a whole book): take B from a distant part of
+                        # it -- not the chunk, nor the segment just before or just after it -- and
+                        # never run into the chunk.
+                        r_hi = hi
+                        before = max(chunk_lo - 1 - lo, 0)
+                        after = max(hi - (i + 2), 0)
+                        if before + after:
+                            k = randint(0, before + after - 1)
+                            if k < before:
+                                random_start, r_hi = lo + k, chunk_lo - 1
+                            else:
+                                random_start = i + 2 + (k - before)
+                            same_doc += 1
+                    if random_start >= 0:
+                        label = 1
+                        b_lo = random_start
+                        len_b = 0
+                        j = random_start
+                        while j < r_hi:
+                            len_b += seg_len[j]
+                            j += 1
+                            if len_b >= target_b:
+                                break
+                        # Put back the segments of the chunk that were not used for A.
+                        i -= n_chunk - a_end
+                    elif n_chunk == 1:  # no B at all: nothing to pair this segment with
+                        no_random += 1
+                        current_length = 0
+                        chunk_lo = i + 1
+                        i += 1
+                        continue
+                    else:  # no distant text for a random B: keep the actual next one
+                        unavailable += 1
+                if label == 0:
                     b_lo = a_hi
                     j = chunk_lo + n_chunk
                     len_b = cum[j] - cum[b_lo]
@@ -236,6 +243,8 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
         stats.counts["random_next_same_document"] += same_doc
     if no_random:
         stats.counts["chunks_without_random_next"] += no_random
+    if unavailable:
+        stats.counts["random_next_unavailable"] += unavailable
     return Instances(
         np.array(out_a_start, dtype=np.int64),
         np.array(out_a_len, dtype=np.int64),

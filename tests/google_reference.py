@@ -150,31 +150,45 @@ def create_instances_from_document(
                                 break
 
                     random_document = all_documents[random_document_index]
+                    random_start = -1
                     if same_document == "distant" and random_document_index == document_index:
-                        before = chunk_first
+                        # mlmcorpus: B from a distant part of this document -- not the chunk nor
+                        # the segment just before or after it -- stopping before the chunk.
+                        before = max(chunk_first - 1, 0)
                         after = max(len(document) - (i + 2), 0)
-                        if before + after <= 0:
-                            # mlmcorpus: nowhere distant to take B from -> the chunk is dropped.
-                            current_chunk = []
-                            current_length = 0
-                            i += 1
-                            continue
-                        k = rng.randint(0, before + after - 1)
-                        random_start = k if k < before else i + 2 + (k - before)
-                        # B taken before the chunk stops before it (it must not contain A).
-                        b_stop = chunk_first if random_start < chunk_first else len(document)
+                        b_stop = len(document)
+                        if before + after:
+                            k = rng.randint(0, before + after - 1)
+                            if k < before:
+                                random_start, b_stop = k, chunk_first - 1
+                            else:
+                                random_start = i + 2 + (k - before)
                     else:
                         random_start = rng.randint(0, len(random_document) - 1)
                         b_stop = len(random_document)
-                    b_last = random_start
-                    for j in range(random_start, b_stop):
-                        tokens_b.extend(random_document[j])
-                        b_last = j
-                        if len(tokens_b) >= target_b_length:
-                            break
-                    b_first = random_start
-                    num_unused_segments = len(current_chunk) - a_end
-                    i -= num_unused_segments
+                    if random_start < 0 and len(current_chunk) == 1:
+                        # mlmcorpus: nothing to pair a lone segment with -> the chunk is dropped.
+                        current_chunk = []
+                        current_length = 0
+                        i += 1
+                        continue
+                    if random_start < 0:
+                        # mlmcorpus: no distant text -> keep the actual next segments (label 0).
+                        is_random_next = False
+                        random_document_index = document_index
+                        for j in range(a_end, len(current_chunk)):
+                            tokens_b.extend(current_chunk[j])
+                        b_first, b_last = chunk_first + a_end, chunk_first + len(current_chunk) - 1
+                    else:
+                        b_last = random_start
+                        for j in range(random_start, b_stop):
+                            tokens_b.extend(random_document[j])
+                            b_last = j
+                            if len(tokens_b) >= target_b_length:
+                                break
+                        b_first = random_start
+                        num_unused_segments = len(current_chunk) - a_end
+                        i -= num_unused_segments
                 else:
                     is_random_next = False
                     random_document_index = document_index

@@ -35,6 +35,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigError as e:
+            raise _OneLineUsageError(str(e)) from None  # a bad option value: usage error, exit 2
         except MlmCorpusError as e:
             raise click.ClickException(str(e)) from None
         except click.UsageError as e:
@@ -464,25 +466,28 @@ def _refuse_terminal_stdout(command: str) -> None:
 @click.option("--tokenizer", "tokenizer_path", required=True, help="sentencepiece .model, WordPiece vocab.txt or tokenizer.json.")
 @tokenizer_load_options
 @pair_options
-@seed_option
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Draw the pairs here with this seed [default: leave the draws to `mask` and its --seed].")
 @workers_option
 @reader_options
 @quiet_option
-def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int, workers: int | None, quiet: bool, **kw: Any) -> None:
-    """Tokenise documents and build NSP pairs (stage 2 of a shell pipeline).
+def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, workers: int | None, quiet: bool,
+          **kw: Any) -> None:
+    """Tokenise documents for NSP pairs (stage 2 of a shell pipeline).
 
     Reads documents (the JSON Lines of `mlmcorpus stream`, or any raw input;
-    default: stdin) and writes unmasked instances as an Arrow IPC stream on
-    stdout, one record batch per work unit, for `mlmcorpus mask`.
+    default: stdin) and writes an Arrow IPC stream on stdout, one record batch
+    per work unit, for `mlmcorpus mask`. Without --seed it writes the tokenised
+    segments and `mask --seed S` draws pairs and masks, so the pipeline equals
+    `build --seed S`; with --seed it draws the pairs itself.
 
     \b
     Example:
-        mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer vocab.txt --seed 7 \\
-          | mlmcorpus mask | mlmcorpus write out/
+        mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer vocab.txt | mlmcorpus mask --seed 7 | mlmcorpus write out/
     """
-    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.config import DEFAULT_SEED, BuildConfig
     from mlmcorpus.engines.local import default_workers, map_ordered
-    from mlmcorpus.pipeline import init_worker, iter_units, pair_only
+    from mlmcorpus.pipeline import init_worker, iter_units, pair_only, segment_only, tokenizer_record
     from mlmcorpus.stages import StageWriter
 
     setup_logging(quiet)
@@ -490,22 +495,23 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int, workers: int
     reader = _reader_config(kw)
     spec = _tokenizer_spec(tokenizer_path, kw)
     pair_cfg, units = _pair_unit_configs(kw)
-    config = BuildConfig(pairs=pair_cfg, units=units, seed=seed)
+    config = BuildConfig(pairs=pair_cfg, units=units, seed=DEFAULT_SEED if seed is None else seed)
     srcs = resolve_sources(sources or ("-",), reader.input_format)
     tok = spec.load()
-    from mlmcorpus.pipeline import tokenizer_record
-
     header = {
-        "config": {**config.as_dict(), "reader": vars(reader)},
+        "config": {**config.as_dict(), "seed": seed, "reader": vars(reader)},
         "tokenizer": tokenizer_record(tok, spec, False),
         "tokenizer_spec": {"path": spec.path, "lowercase": spec.lowercase, "add_special_tokens": spec.add_special_tokens},
         "sources": [s.path for s in srcs],
     }
     stats = ReadStats()
-    out = StageWriter(sys.stdout.buffer, "pairs", header)
+    stage = "segments" if seed is None else "pairs"
+    out = StageWriter(sys.stdout.buffer, stage, header)
+    job = segment_only if seed is None else pair_only
+    write_unit = out.write_segmented if seed is None else out.write_paired
     docs = iter_documents(srcs, reader, stats)
-    for paired in map_ordered(pair_only, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
-        out.write_paired(paired)
+    for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
+        write_unit(result)
     out.close(stats)
     sys.stdout.buffer.flush()
     if not quiet:
@@ -514,10 +520,11 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int, workers: int
 
 @cli.command()
 @mask_options
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the masks [default: the seed given to `pairs`].")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the draws [default: the seed given to `pairs`, else 12345].")
 @quiet_option
 def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
-    """Apply BERT masking to the instances on stdin (stage 3 of a shell pipeline).
+    """Draw NSP pairs if needed and apply BERT masking (stage 3 of a shell pipeline).
 
     Reads the Arrow stream of `mlmcorpus pairs`, masks each unit with a
     generator keyed by (seed, unit), and writes the trainer-ready columns as an
@@ -525,35 +532,40 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
 
     \b
     Example:
-        mlmcorpus pairs docs.jsonl --tokenizer spm.model | mlmcorpus mask --masked-lm-prob 0.2 | mlmcorpus write out/
+        mlmcorpus pairs docs.jsonl --tokenizer spm.model | mlmcorpus mask --seed 7 | mlmcorpus write out/
     """
-    from mlmcorpus.config import BuildConfig
-    from mlmcorpus.pipeline import MaskVocab, TokenizerSpec, mask_unit
-    from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage
+    from mlmcorpus.config import DEFAULT_SEED, BuildConfig
+    from mlmcorpus.pipeline import MaskVocab, TokenizerSpec, instances_of, mask_unit
+    from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage, segmented_from
 
     setup_logging(quiet)
     _refuse_terminal_stdout("mask")
-    header, batches = read_stage(sys.stdin.buffer, "pairs")
+    header, batches = read_stage(sys.stdin.buffer, ("pairs", "segments"))
     h = header.header
-    cfg = BuildConfig.from_dict(h["config"])
+    upstream_seed = h["config"].get("seed")
+    cfg = BuildConfig.from_dict({**h["config"], "seed": upstream_seed if upstream_seed is not None else DEFAULT_SEED})
+    if seed is None:
+        seed = upstream_seed if upstream_seed is not None else DEFAULT_SEED
     mask_cfg = _mask_config(kw)
-    seed = cfg.seed if seed is None else seed
     config = BuildConfig(pairs=cfg.pairs, mask=mask_cfg, units=cfg.units, output=cfg.output, seed=seed)
     spec = TokenizerSpec(**h["tokenizer_spec"])
     tok = spec.load()
     if tok.sha256 != h["tokenizer"]["sha256"]:
         raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
     vocab = MaskVocab.of(tok)
+    if upstream_seed is not None and upstream_seed != seed:
+        h["pairs_seed"] = upstream_seed  # pairs were drawn with another seed than the masks
     h["config"] = {**config.as_dict(), "reader": h["config"].get("reader")}
     out = StageWriter(sys.stdout.buffer, "masked", h)
-    read_stats: dict = {}
     for unit, arrays in batches:
         if unit.get("unit_id") == TRAILER_UNIT:
-            read_stats = unit.get("read", {})
-            continue
-        paired = paired_from(unit, arrays)
+            out.close(unit.get("read", {}))
+            break
+        if header.stage == "segments":
+            paired = instances_of(segmented_from(unit, arrays), config, tok.special_ids)
+        else:
+            paired = paired_from(unit, arrays)
         out.write_masked(mask_unit(paired, vocab, mask_cfg, seed, cfg.pairs.max_seq_length))
-    out.close(read_stats)
     sys.stdout.buffer.flush()
 
 
@@ -563,6 +575,9 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
 @quiet_option
 def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     """Write the masked instances on stdin as shards plus manifest.json (last stage of a pipeline).
+
+    Refuses a stream that ends before its end marker (an upstream stage failed):
+    nothing that looks complete is left behind.
 
     \b
     Example:
@@ -575,7 +590,7 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     setup_logging(quiet)
     started = time.perf_counter()
     output = _output_config(kw)
-    header, batches = read_stage(sys.stdin.buffer, "masked")
+    header, batches = read_stage(sys.stdin.buffer, ("masked",))
     h = header.header
     cfg = BuildConfig.from_dict(h["config"])
     config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
@@ -591,16 +606,16 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
             yield masked_from(unit, arrays)
 
     shards = write_shards(units(), out_dir, config, h["tokenizer"]["vocab_size"], stats)
-    if trailer:
-        stats.read.files = trailer.get("files", 0)
-        stats.read.documents = trailer.get("documents", 0)
-        stats.read.sentences = trailer.get("sentences", 0)
-        stats.read.bytes = trailer.get("bytes", 0)
-        stats.read.skipped.update(trailer.get("skipped", {}))
-        stats.read.repaired.update(trailer.get("repaired", {}))
+    stats.read.files = trailer.get("files", 0)
+    stats.read.documents = trailer.get("documents", 0)
+    stats.read.sentences = trailer.get("sentences", 0)
+    stats.read.bytes = trailer.get("bytes", 0)
+    stats.read.skipped.update(trailer.get("skipped", {}))
+    stats.read.repaired.update(trailer.get("repaired", {}))
     manifest = write_manifest(
         out_dir, config=config, reader=h["config"].get("reader"), sources=h["sources"],
         tokenizer=h["tokenizer"], shards=shards, stats=stats,
+        extra={"pairs_seed": h["pairs_seed"]} if "pairs_seed" in h else None,
     )
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
@@ -763,7 +778,14 @@ def tokenizer_encode(
         click.echo(f"Warning: {bad:,} input line(s) had invalid UTF-8, replaced by U+FFFD", err=True)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary shards removed, workers stopped
+
+
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="mlmcorpus")
 

@@ -99,7 +99,7 @@ class OutputConfig:
             raise ConfigError(f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
         if self.shard_rows < 1:
             raise ConfigError(f"--shard-size: must be at least 1 row, got {self.shard_rows}")
-        if self.shard_mb is not None and self.shard_mb <= 0:
+        if self.shard_mb is not None and not (0 < self.shard_mb < float("inf")):
             raise ConfigError(f"--shard-size: must be positive, got {self.shard_mb} MB")
 
 

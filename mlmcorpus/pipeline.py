@@ -16,6 +16,8 @@ same bytes for any number of workers.
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing as mp
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -25,10 +27,11 @@ import numpy as np
 
 from mlmcorpus import __version__
 from mlmcorpus.config import BuildConfig, MaskConfig, UnitConfig
-from mlmcorpus.errors import OutputError
+from mlmcorpus.errors import InputError, OutputError
 from mlmcorpus.masking import mask_batch
 from mlmcorpus.pairs import (
     PairStats,
+    Segments,
     assemble,
     attention_mask,
     concat_instances,
@@ -39,8 +42,10 @@ from mlmcorpus.pairs import (
 from mlmcorpus.engines.local import map_ordered
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
-from mlmcorpus.tokenizer import Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
+from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
 from mlmcorpus.writers import FORMAT_VERSION, ShardInfo, make_writer
+
+log = logging.getLogger("mlmcorpus")
 
 __all__ = [
     "Unit",
@@ -61,23 +66,48 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unit:
-    """A work unit: consecutive documents (each a list of sentences) with a stable id."""
+    """A work unit: consecutive documents (each a list of sentences) with a stable id.
+
+    ``split_parts`` counts documents cut because they alone exceeded ``unit_chars``.
+    """
 
     id: int
     documents: list[list[str]]
+    split_parts: int = 0
 
 
 def iter_units(documents: Iterable[Document], config: UnitConfig) -> Iterator[Unit]:
     """Cut the document stream into units of at most ``pool_docs`` documents / ``unit_chars`` characters.
 
     Depends on the documents and ``config`` only, never on the number of workers.
+    A document longer than ``unit_chars`` on its own (a whole book) is cut at
+    sentence boundaries into consecutive units, so a unit's memory stays bounded.
     """
     batch: list[list[str]] = []
     chars = 0
     unit_id = 0
     for doc in documents:
+        sizes = list(map(len, doc.sentences))
+        size = sum(sizes)
+        if size > config.unit_chars:
+            if batch:
+                yield Unit(unit_id, batch)
+                unit_id += 1
+                batch, chars = [], 0
+            start, acc, parts = 0, 0, []
+            for k, n in enumerate(sizes):
+                acc += n
+                if acc >= config.unit_chars:
+                    parts.append(doc.sentences[start : k + 1])
+                    start, acc = k + 1, 0
+            if start < len(sizes):
+                parts.append(doc.sentences[start:])
+            for part in parts:
+                yield Unit(unit_id, [part], split_parts=1)
+                unit_id += 1
+            continue
         batch.append(doc.sentences)
-        chars += sum(map(len, doc.sentences))
+        chars += size
         if len(batch) >= config.pool_docs or chars >= config.unit_chars:
             yield Unit(unit_id, batch)
             unit_id += 1
@@ -123,24 +153,45 @@ class MaskedUnit:
     mask_counts: np.ndarray
 
 
-def pair_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> PairedUnit:
-    """Tokenise a unit's sentences in one batch, build ``dupe_factor`` passes of instances, shuffle."""
-    pc = config.pairs
+@dataclass
+class SegmentedUnit:
+    """A unit tokenised and cut into segments (no randomness yet)."""
+
+    unit_id: int
+    segments: Segments
+    stats: PairStats
+
+
+def segment_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> SegmentedUnit:
+    """Tokenise a unit's sentences in one batch and cut them into segments."""
     sentences = [s for doc in unit.documents for s in doc]
     doc_offsets = np.zeros(len(unit.documents) + 1, dtype=np.int64)
     np.cumsum([len(doc) for doc in unit.documents], out=doc_offsets[1:])
     batch = tokenizer.encode_batch(sentences)
     stats = PairStats()
-    segments = split_segments(batch, doc_offsets, pc.max_num_tokens, stats)
+    if unit.split_parts:
+        stats.counts["long_documents_split"] += unit.split_parts
+    segments = split_segments(batch, doc_offsets, config.pairs.max_num_tokens, stats)
+    return SegmentedUnit(unit.id, segments, stats)
+
+
+def instances_of(seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
+    """``dupe_factor`` passes of the reference algorithm over a segmented unit, shuffled within the unit."""
+    pc = config.pairs
     passes = []
     for p in range(pc.dupe_factor):
-        rng = unit_random(config.seed, unit.id, Purpose.PAIRS, p)
-        passes.append(create_instances(segments, pc, rng, stats))
+        rng = unit_random(config.seed, seg.unit_id, Purpose.PAIRS, p)
+        passes.append(create_instances(seg.segments, pc, rng, seg.stats))
     inst = concat_instances(passes)
-    order = unit_generator(config.seed, unit.id, Purpose.SHUFFLE).permutation(len(inst))
+    order = unit_generator(config.seed, seg.unit_id, Purpose.SHUFFLE).permutation(len(inst))
     inst = inst.take(order)
-    ids, lengths, a_len = assemble(segments.ids, inst, pc.max_seq_length, tokenizer.special_ids)
-    return PairedUnit(unit.id, ids, lengths, a_len, inst.is_random_next, stats)
+    ids, lengths, a_len = assemble(seg.segments.ids, inst, pc.max_seq_length, special)
+    return PairedUnit(seg.unit_id, ids, lengths, a_len, inst.is_random_next, seg.stats)
+
+
+def pair_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> PairedUnit:
+    """Tokenise, segment and pair one unit."""
+    return instances_of(segment_unit(unit, tokenizer, config), config, tokenizer.special_ids)
 
 
 @dataclass(frozen=True)
@@ -153,7 +204,11 @@ class MaskVocab:
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> MaskVocab:
-        specials = np.array(sorted(set(tokenizer.special_ids.all()) | set(range(tokenizer.base_size, tokenizer.vocab_size))), dtype=np.int32)
+        # Never masked: [CLS], [SEP], [PAD], [MASK] and appended specials.  [UNK] is a real
+        # position in the text and is masked like any token, as in the reference.
+        sp = tokenizer.special_ids
+        never = {sp.cls, sp.sep, sp.pad, sp.mask} | set(range(tokenizer.base_size, tokenizer.vocab_size))
+        specials = np.array(sorted(never), dtype=np.int32)
         return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids())
 
 
@@ -179,6 +234,11 @@ _WORKER: dict = {}
 
 
 def init_worker(spec: TokenizerSpec, config: BuildConfig) -> None:
+    import signal
+
+    if mp.parent_process() is not None:
+        # Ctrl-C goes to the whole process group: the parent stops the pool; workers stay quiet.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     tok = spec.load(threads=1)
     _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config)
 
@@ -191,8 +251,13 @@ def process_unit(unit: Unit) -> MaskedUnit:
 
 
 def pair_only(unit: Unit) -> PairedUnit:
-    """The `pairs` stage's per-unit job."""
+    """The `pairs --seed S` stage's per-unit job."""
     return pair_unit(unit, _WORKER["tokenizer"], _WORKER["config"])
+
+
+def segment_only(unit: Unit) -> SegmentedUnit:
+    """The `pairs` stage's per-unit job when the seed is left to `mask`."""
+    return segment_unit(unit, _WORKER["tokenizer"], _WORKER["config"])
 
 
 # ---------------------------------------------------------------- stats and output
@@ -259,7 +324,8 @@ def prepare_output_dir(out_dir: str, overwrite: bool) -> None:
             os.unlink(manifest)  # first: a directory without a manifest is an incomplete build
         for name in os.listdir(out_dir):
             path = os.path.join(out_dir, name)
-            if name.startswith(("train-", ".tmp-train-", "tokenizer.")):
+            # Shards only: a tokenizer trained by an earlier build may be the --tokenizer of this one.
+            if name.startswith(("train-", ".tmp-train-")):
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -285,10 +351,26 @@ def write_shards(
             stats.add(unit)
             if on_unit is not None:
                 on_unit(unit)
-        return writer.close()
+        shards = writer.close()
+    except OSError as e:
+        writer.abort()
+        raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
     except BaseException:
         writer.abort()
         raise
+    if not shards:
+        raise InputError(
+            "no instances were produced: NSP pairs need documents of two or more sentences, or several "
+            "documents (check the document boundaries and --input-format)"
+        )
+    ratio = stats.pairs.random_next / max(stats.pairs.instances, 1)
+    if ratio > 0.9:
+        log.warning(
+            "%.0f%% of instances are random-next: most documents have a single segment "
+            "(one sentence per document? check --input-format / --doc-boundary)",
+            ratio * 100,
+        )
+    return shards
 
 
 def library_versions() -> dict[str, str]:
@@ -322,6 +404,7 @@ def write_manifest(
     tokenizer: dict,
     shards: list[ShardInfo],
     stats: BuildStats,
+    extra: dict | None = None,
 ) -> dict:
     """Write ``manifest.json`` last and atomically; returns it."""
     from mlmcorpus.writers import _column_types
@@ -331,6 +414,7 @@ def write_manifest(
         "format_version": FORMAT_VERSION,
         "created_by": f"mlmcorpus {__version__}",
         "seed": config.seed,
+        **(extra or {}),
         "config": {**config.as_dict(), "reader": reader},
         "sources": sources,
         "tokenizer": tokenizer,
@@ -361,8 +445,14 @@ def write_manifest(
 # ---------------------------------------------------------------- the whole build
 
 
-def tokenizer_record(tok: Tokenizer, spec: TokenizerSpec, trained: bool) -> dict:
+def tokenizer_record(tok: Tokenizer, spec: TokenizerSpec, trained: bool, out_dir: str | None = None) -> dict:
+    """The manifest's tokenizer entry; the path is relative to ``out_dir`` when the file lives there."""
     info = tok.info()
+    path = os.path.abspath(tok.path)
+    if out_dir is not None and os.path.dirname(path) == os.path.abspath(out_dir):
+        info["path"] = os.path.basename(path)
+    else:
+        info["path"] = path
     info["trained_by_build"] = trained
     if spec.lowercase is not None:
         info["lowercase_option"] = spec.lowercase
@@ -413,7 +503,7 @@ def build(
         config=config,
         reader=asdict(reader),
         sources=[s.path for s in sources],
-        tokenizer=tokenizer_record(tok, tokenizer, trained),
+        tokenizer=tokenizer_record(tok, tokenizer, trained, out_dir),
         shards=shards,
         stats=stats,
     )

@@ -618,7 +618,18 @@ class _DocumentReader:
         if sentences:
             yield Document(f"{source.name}:{n}", sentences, source.name)
 
-    def _count_doc_split(self, source: Source, n: int) -> None:
+    def _capped(self, doc_id: str, sentences: list[str], source: Source) -> Iterator[Document]:
+        """One document, or consecutive parts of at most ``max_doc_sentences`` sentences."""
+        cap = self.config.max_doc_sentences
+        if len(sentences) <= cap:
+            yield Document(doc_id, sentences, source.name)
+            return
+        for k in range(0, len(sentences), cap):
+            if k:
+                self._count_doc_split(source, doc_id)
+            yield Document(f"{doc_id}#{k // cap}", sentences[k : k + cap], source.name)
+
+    def _count_doc_split(self, source: Source, n: int | str) -> None:
         self.stats.skip(
             "long_documents_split",
             f"{source.name}: document {n} reached --max-doc-sentences {self.config.max_doc_sentences}; "
@@ -679,7 +690,7 @@ class _DocumentReader:
                 continue
             rid = record.get(cfg.id_field)
             doc_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else where
-            yield Document(doc_id, sentences, source.name)
+            yield from self._capped(doc_id, sentences, source)
 
     def read_parquet(self, source: Source) -> Iterator[Document]:
         import pyarrow as pa
@@ -722,7 +733,7 @@ class _DocumentReader:
                     if not sentences:
                         self.stats.skip("empty_document", f"{where}: empty document skipped")
                         continue
-                    yield Document(str(rid) if rid is not None else where, sentences, source.name)
+                    yield from self._capped(str(rid) if rid is not None else where, sentences, source)
         except (pa.ArrowInvalid, OSError) as e:
             raise _FileError(f"{source.path}: corrupt Parquet data ({e})") from None
 

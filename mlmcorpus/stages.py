@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from mlmcorpus.errors import InputError
-from mlmcorpus.pairs import PairStats
-from mlmcorpus.pipeline import MaskedUnit, PairedUnit
+from mlmcorpus.pairs import PairStats, Segments
+from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
 from mlmcorpus.writers import COLUMNS, output_schema
 
@@ -51,6 +51,15 @@ def _pairs_schema(max_seq_length: int) -> pa.Schema:
     )
 
 
+def _segments_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("ids", pa.list_(pa.int32()), nullable=False),
+            pa.field("doc", pa.int32(), nullable=False),
+        ]
+    )
+
+
 def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -> pa.Schema:
     base = output_schema(max_seq_length, max_predictions, vocab_size)
     return base.append(pa.field("lengths", pa.int32(), nullable=False))
@@ -64,6 +73,10 @@ def _to_arrow(arr: np.ndarray, t: pa.DataType) -> pa.Array:
 
 
 def _to_numpy(col: pa.Array) -> np.ndarray:
+    if isinstance(col.type, pa.ListType):  # ragged: (offsets int64[n + 1] from 0, values)
+        offsets = col.offsets.to_numpy().astype(np.int64)
+        values = col.values.to_numpy(zero_copy_only=False)
+        return offsets - offsets[0], values[offsets[0] : offsets[-1]]  # type: ignore[return-value]
     if isinstance(col.type, pa.FixedSizeListType):
         return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
     return col.to_numpy(zero_copy_only=False)
@@ -95,6 +108,8 @@ class StageWriter:
         L = cfg["pairs"]["max_seq_length"]
         if stage == "pairs":
             schema = _pairs_schema(L)
+        elif stage == "segments":
+            schema = _segments_schema()
         else:
             schema = _masked_schema(L, cfg["mask"]["max_predictions_per_seq"], header["tokenizer"]["vocab_size"])
         self.schema = schema.with_metadata({_STAGE_KEY: stage.encode(), _HEADER_KEY: json.dumps(header).encode()})
@@ -102,8 +117,19 @@ class StageWriter:
 
     def _write(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         cols = [_to_arrow(arrays[f.name], f.type) for f in self.schema]
-        batch = pa.RecordBatch.from_arrays(cols, schema=self.schema)
+        self._write_batch(pa.RecordBatch.from_arrays(cols, schema=self.schema), meta)
+
+    def _write_batch(self, batch: pa.RecordBatch, meta: dict) -> None:
         self._writer.write_batch(batch, custom_metadata={b"unit": json.dumps(meta).encode()})
+
+    def write_segmented(self, u: SegmentedUnit) -> None:
+        seg = u.segments
+        offsets = np.concatenate([seg.start, [seg.start[-1] + seg.length[-1]]]) if len(seg.start) else np.zeros(1, np.int64)
+        base = int(offsets[0])
+        ids = pa.ListArray.from_arrays(pa.array((offsets - base).astype(np.int32)), pa.array(seg.ids[base : int(offsets[-1])]))
+        doc = np.repeat(np.arange(seg.num_docs, dtype=np.int32), seg.doc_hi - seg.doc_lo)
+        batch = pa.RecordBatch.from_arrays([ids, pa.array(doc)], schema=self.schema)
+        self._write_batch(batch, {"unit_id": u.unit_id, "pairs": _pair_stats_json(u.stats)})
 
     def write_paired(self, p: PairedUnit) -> None:
         arrays = {"input_ids": p.input_ids, "lengths": p.lengths, "a_len": p.a_len, "next_sentence_label": p.next_sentence_label}
@@ -114,25 +140,41 @@ class StageWriter:
         self._write(m.columns, meta)
 
     def close(self, read_stats: ReadStats | dict) -> None:
-        empty = {f.name: np.zeros((0, f.type.list_size) if isinstance(f.type, pa.FixedSizeListType) else 0) for f in self.schema}
+        """Write the trailer (the end-of-stream marker the next stage insists on) and finish."""
         stats = read_stats.as_dict() if isinstance(read_stats, ReadStats) else read_stats
-        self._write(empty, {"unit_id": TRAILER_UNIT, "read": stats})
+        self._write_batch(_empty_batch(self.schema), {"unit_id": TRAILER_UNIT, "read": stats})
         self._writer.close()
 
 
-def read_stage(source: BinaryIO, expect: str) -> tuple[StageHeader, Iterator[tuple[dict, dict[str, np.ndarray]]]]:
-    """Open a stage stream; returns its header and an iterator of (unit metadata, arrays)."""
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+
+
+_PRODUCER = {"pairs": "mlmcorpus pairs", "segments": "mlmcorpus pairs", "masked": "mlmcorpus mask"}
+
+
+def read_stage(
+    source: BinaryIO, expect: tuple[str, ...]
+) -> tuple[StageHeader, Iterator[tuple[dict, dict[str, np.ndarray]]]]:
+    """Open a stage stream; returns its header and an iterator of (unit metadata, arrays).
+
+    The iterator ends after the trailer batch (yielded too, with unit id -1) and
+    raises :class:`InputError` when the stream stops before it: an upstream stage
+    that failed or was killed must not yield output that looks complete.
+    """
+    wanted = " or ".join(sorted({f"`{_PRODUCER[e]}`" for e in expect}))
     try:
         reader = pa.ipc.open_stream(source)
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(
-            f"stdin is not an mlmcorpus {expect} stream ({str(e).splitlines()[0] if str(e) else 'empty input'}); "
-            f"pipe in the output of `mlmcorpus {'pairs' if expect == 'pairs' else 'mask'}`"
-        ) from None
+        if "null or length 0" in str(e):
+            raise InputError(f"stdin is empty: expected the output of {wanted} (did it fail?)") from None
+        why = str(e).splitlines()[0] if str(e) else "empty input"
+        raise InputError(f"stdin is not an mlmcorpus stage stream ({why}); pipe in the output of {wanted}") from None
     meta = reader.schema.metadata or {}
     stage = meta.get(_STAGE_KEY, b"").decode()
-    if stage != expect:
-        raise InputError(f"expected the output of `mlmcorpus {expect}` on stdin, got {stage or 'another Arrow stream'!r}")
+    if stage not in expect:
+        got = f"the output of `{_PRODUCER[stage]}`" if stage in _PRODUCER else "another Arrow stream"
+        raise InputError(f"expected the output of {wanted} on stdin, got {got}")
     header = StageHeader(stage, json.loads(meta[_HEADER_KEY]))
 
     def batches() -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
@@ -140,13 +182,30 @@ def read_stage(source: BinaryIO, expect: str) -> tuple[StageHeader, Iterator[tup
             try:
                 batch, custom = reader.read_next_batch_with_custom_metadata()
             except StopIteration:
-                return
+                raise InputError(
+                    f"the {stage} stream on stdin ended early: {_PRODUCER[stage]} failed or was stopped"
+                ) from None
             except (pa.ArrowInvalid, OSError) as e:
-                raise InputError(f"truncated or corrupt {expect} stream on stdin ({e})") from None
+                raise InputError(f"truncated or corrupt {stage} stream on stdin ({e})") from None
             unit = json.loads(custom[b"unit"]) if custom and b"unit" in custom else {}
             yield unit, {name: _to_numpy(batch.column(name)) for name in batch.schema.names}
+            if unit.get("unit_id") == TRAILER_UNIT:
+                return
 
     return header, batches()
+
+
+def segmented_from(unit: dict, batch_arrays: dict[str, np.ndarray]) -> SegmentedUnit:
+    offsets, values = batch_arrays["ids"]
+    flat = values.astype(np.int32, copy=False)
+    start = offsets[:-1].copy()
+    lengths = np.diff(offsets)
+    doc = batch_arrays["doc"].astype(np.int64)
+    bounds = np.flatnonzero(np.diff(doc)) + 1
+    doc_lo = np.concatenate([[0], bounds]).astype(np.int64) if len(doc) else np.zeros(0, np.int64)
+    doc_hi = np.concatenate([bounds, [len(doc)]]).astype(np.int64) if len(doc) else np.zeros(0, np.int64)
+    segments = Segments(flat, start, lengths, doc_lo, doc_hi)
+    return SegmentedUnit(unit["unit_id"], segments, _pair_stats_from(unit["pairs"]))
 
 
 def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:

@@ -265,7 +265,22 @@ def test_pipeline_seed_flows_downstream_and_can_be_overridden(spm_model, tmp_pat
     assert _sh(f"{base} | {mc} mask --seed 5 | {mc} write {tmp_path / 'b'} -q").returncode == 0
     assert _sh(f"{base} | {mc} mask --seed 6 | {mc} write {tmp_path / 'c'} -q").returncode == 0
     assert sha_of_shards(tmp_path / "a") == sha_of_shards(tmp_path / "b") != sha_of_shards(tmp_path / "c")
-    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["seed"] == 6
+    c = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert c["seed"] == 6 and c["pairs_seed"] == 5  # the manifest says which seed drew what
+    assert "pairs_seed" not in json.loads((tmp_path / "a" / "manifest.json").read_text())
+
+
+def test_issue_pipeline_with_the_seed_given_to_mask_equals_build(spm_model, runner, tmp_path):
+    """`stream | pairs --tokenizer T | mask --seed S | write` == `build --tokenizer T --seed S`."""
+    mc = f"{sys.executable} -m mlmcorpus"
+    src = SAMPLE / "ko_petitions.jsonl.gz"
+    proc = _sh(f"{mc} stream -q {src} | {mc} pairs --tokenizer {spm_model} -q | {mc} mask --seed 7 "
+               f"| {mc} write {tmp_path / 'p'} -q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    args = ["build", str(src), "--tokenizer", str(spm_model), "--seed", "7", "-o", str(tmp_path / "b"), "-q"]
+    assert runner.invoke(cli, args).exit_code == 0
+    assert sha_of_shards(tmp_path / "p") == sha_of_shards(tmp_path / "b") != {}
+    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["seed"] == 7
 
 
 # ------------------------------------------------------------------ bad input and safety
@@ -303,6 +318,7 @@ def test_failure_leaves_nothing_that_looks_complete(runner, spm_model, tmp_path)
     [
         (["--tokenizer", "nope.model"], "Error: nope.model: no such tokenizer file\n"),
         (["--mask-ratios", "0.5,0.5"], None),
+        (["--shard-size", "nanMB"], "Error: --shard-size: must be positive, got nan MB\n"),
         (["--max-seq-length", "4"], None),
         (["--lowercase"], "Error: --lowercase/--add-special-tokens apply to a --tokenizer you pass, not to a trained one\n"),
     ],
@@ -326,9 +342,76 @@ def test_tokenizer_without_specials_is_refused(runner, tmp_path):
 
 def test_stage_commands_reject_wrong_input(runner, spm_model):
     result = runner.invoke(cli, ["mask"], input=b"not arrow at all")
-    assert result.exit_code == 1 and result.stderr.startswith("Error: stdin is not an mlmcorpus pairs stream")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: stdin is not an mlmcorpus stage stream (")
+    assert result.stderr.endswith("pipe in the output of `mlmcorpus pairs`\n")
     result = runner.invoke(cli, ["write", "/tmp/x-never"], input=b"")
-    assert result.exit_code == 1 and result.stderr.startswith("Error: stdin is not an mlmcorpus masked stream")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: stdin is empty: expected the output of `mlmcorpus mask` (did it fail?)\n"
+    assert not os.path.exists("/tmp/x-never")
+
+
+def test_truncated_or_failed_upstream_never_looks_complete(spm_model, tmp_path):
+    mc = f"{sys.executable} -m mlmcorpus"
+    full = _sh(f"{mc} stream -q {SAMPLE} | {mc} pairs --tokenizer {spm_model} --pool-docs 20 -q > {tmp_path / 's.arrow'}")
+    assert full.returncode == 0
+    data = (tmp_path / "s.arrow").read_bytes()
+    # Cut exactly at a batch boundary: every batch read is whole, only the end marker is missing.
+    import pyarrow as pa
+
+    reader = pa.ipc.open_stream(data)
+    sizes = []
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, reader.schema) as w:
+        for _ in range(2):
+            batch, meta = reader.read_next_batch_with_custom_metadata()
+            w.write_batch(batch, custom_metadata=meta)
+            sizes.append(sink.tell())
+    cut = sink.getvalue().to_pybytes()[: sizes[-1]]  # two whole batches, no end-of-stream, no trailer
+    (tmp_path / "cut.arrow").write_bytes(cut)
+    for stage_input in (tmp_path / "cut.arrow",):
+        proc = _sh(f"{mc} mask < {stage_input} | {mc} write {tmp_path / 'out'} -q")
+        assert proc.returncode == 1
+        assert b"ended early: mlmcorpus pairs failed or was stopped" in proc.stderr
+        assert not (tmp_path / "out" / "manifest.json").exists()
+    # An upstream failure (strict reader error) stops the whole pipeline with no manifest.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "One. Two."}\n{broken\n')
+    proc = _sh(f"{mc} pairs {bad} --strict --tokenizer {spm_model} -q | {mc} mask | {mc} write {tmp_path / 'o2'} -q")
+    assert proc.returncode == 1 and not (tmp_path / "o2" / "manifest.json").exists()
+
+
+def test_overwrite_keeps_the_tokenizer_it_builds_with(runner, tmp_path):
+    out = tmp_path / "reuse"
+    base = ["build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(out), "-q"]
+    assert runner.invoke(cli, [*base, "--vocab-size", "1500"]).exit_code == 0
+    again = runner.invoke(cli, [*base, "--tokenizer", str(out / "tokenizer.model"), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["tokenizer"]["path"] == "tokenizer.model" and (out / "tokenizer.model").exists()
+
+
+def test_degenerate_input_is_an_error_not_an_empty_corpus(runner, spm_model, tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"text": "Hello world."}\n')
+    result = runner.invoke(cli, ["build", str(one), "-o", str(tmp_path / "o"), "--tokenizer", str(spm_model)])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: no instances were produced")
+    assert not (tmp_path / "o" / "manifest.json").exists()
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"text": f"Sentence number {i} alone."}) + "\n" for i in range(300)))
+    result = runner.invoke(cli, ["build", str(many), "-o", str(tmp_path / "m"), "--tokenizer", str(spm_model)])
+    assert result.exit_code == 0
+    assert "Warning: 100% of instances are random-next" in result.stderr
+
+
+def test_unk_is_masked_like_any_token(tmp_path):
+    from mlmcorpus.pipeline import MaskVocab
+    from mlmcorpus.tokenizer import load_tokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n")
+    mv = MaskVocab.of(load_tokenizer(str(vocab)))
+    assert mv.special_ids.tolist() == [0, 2, 3, 4] and mv.random_ids.tolist() == [5]
 
 
 def test_output_dir_that_is_a_file(tmp_path, spm_model):

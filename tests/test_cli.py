@@ -136,7 +136,7 @@ def test_tokenizer_train_info_encode(runner, tmp_path):
 
 def test_tokenizer_train_refuses_stdin(runner):
     result = runner.invoke(cli, ["tokenizer", "train", "-", "-o", "x"], input="text\n")
-    assert result.exit_code == 1 and result.stderr.startswith("Error: tokenizer train cannot read stdin")
+    assert result.exit_code == 2 and result.stderr.startswith("Error: tokenizer train cannot read stdin")
 
 
 def _run(cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -198,7 +198,7 @@ def test_compressed_stdin_is_detected(runner):
 
 def test_bad_size_option_is_one_line(runner):
     result = runner.invoke(cli, ["stream", "--max-line-bytes", "lots", str(SAMPLE)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr == "Error: --max-line-bytes: expected a size such as 16M or 1048576, got 'lots'\n"
 
 

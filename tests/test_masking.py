@@ -272,8 +272,10 @@ def test_mask_vocab_of_bert_vocab_protects_specials_and_excludes_them_from_rando
     vocab = MaskVocab.of(tok)
     sp = tok.special_ids
     assert vocab.mask_id == sp.mask
-    assert set(sp.all()) <= set(vocab.special_ids.tolist())
-    assert not np.isin(vocab.random_ids, vocab.special_ids).any()
+    # [UNK] stands for real text and is masked like any token (as in the reference); the
+    # others are never masked, and no special token is ever a random replacement.
+    assert set(vocab.special_ids.tolist()) == {sp.cls, sp.sep, sp.pad, sp.mask}
+    assert not np.isin(vocab.random_ids, list(sp.all())).any()
     assert not any(tok.id_to_piece(int(i)).startswith("[unused") for i in vocab.random_ids[:2000])
 
     gen = np.random.default_rng(3)
@@ -286,6 +288,7 @@ def test_mask_vocab_of_bert_vocab_protects_specials_and_excludes_them_from_rando
     chosen = m.columns["labels"] != -100
     assert chosen.any()
     assert not np.isin(ids[chosen], vocab.special_ids).any()
+    assert (ids[chosen] == sp.unk).any()  # about 5% of chosen positions hold [UNK]
 
 
 # ----------------------------------------------------------------------------- 3. statistics

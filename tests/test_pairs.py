@@ -548,22 +548,40 @@ def test_iter_units_cuts_by_pool_docs_and_unit_chars_only(char_sizes, pool_docs,
     docs = make_documents(char_sizes)
     units = list(iter_units(iter(docs), UnitConfig(pool_docs=pool_docs, unit_chars=unit_chars)))
     assert [u.id for u in units] == list(range(len(units)))
-    assert [s for u in units for s in u.documents] == [d.sentences for d in docs]  # all, in order
+    assert [s for u in units for d in u.documents for s in d] == [s for d in docs for s in d.sentences]  # all, in order
     for k, u in enumerate(units):
         chars = [sum(map(len, d)) for d in u.documents]
+        if u.split_parts:
+            # A part of a document longer than unit_chars on its own: alone in its unit, and cut
+            # at the first sentence that reaches the limit (the last part may be shorter).
+            sizes = [len(x) for x in u.documents[0]]
+            assert len(u.documents) == 1 and sum(sizes[:-1]) < unit_chars
+            continue
         assert 1 <= len(u.documents) <= pool_docs
+        assert all(c <= unit_chars for c in chars)  # bigger documents are cut into their own units
         # Never closed later than needed: no proper prefix reached either limit.
         assert sum(chars[:-1]) < unit_chars and len(u.documents) - 1 < pool_docs
-        if k < len(units) - 1:  # closed because a limit was reached
+        if k < len(units) - 1 and not units[k + 1].split_parts:  # closed because a limit was reached
             assert len(u.documents) == pool_docs or sum(chars) >= unit_chars
 
-    # Nothing else matters: ids, sources and how the text is split into sentences.
-    regrouped = [
-        Document(id=f"other{i}", sentences=["y" * sum(sizes)], source="elsewhere") for i, sizes in enumerate(char_sizes)
-    ]
-    units2 = list(iter_units(regrouped, UnitConfig(pool_docs=pool_docs, unit_chars=unit_chars)))
-    assert [len(u.documents) for u in units2] == [len(u.documents) for u in units]
-    assert [u.id for u in units2] == [u.id for u in units]
+    # Nothing else matters: ids, sources and how the text is split into sentences
+    # (as long as no document has to be cut, which happens at sentence boundaries).
+    if all(sum(sizes) <= unit_chars for sizes in char_sizes):
+        assert not any(u.split_parts for u in units)
+        regrouped = [
+            Document(id=f"other{i}", sentences=["y" * sum(sizes)], source="elsewhere")
+            for i, sizes in enumerate(char_sizes)
+        ]
+        units2 = list(iter_units(regrouped, UnitConfig(pool_docs=pool_docs, unit_chars=unit_chars)))
+        assert [len(u.documents) for u in units2] == [len(u.documents) for u in units]
+        assert [u.id for u in units2] == [u.id for u in units]
+
+
+def test_iter_units_cuts_a_document_bigger_than_a_unit():
+    docs = make_documents([[10], [40, 40, 40, 40, 5], [10]])
+    units = list(iter_units(docs, UnitConfig(pool_docs=10, unit_chars=100)))
+    assert [[list(map(len, d)) for d in u.documents] for u in units] == [[[10]], [[40, 40, 40]], [[40, 5]], [[10]]]
+    assert [u.split_parts for u in units] == [0, 1, 1, 0]
 
 
 def test_iter_units_examples():

@@ -11,7 +11,11 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from mlmcorpus.errors import MlmCorpusError
 
 __all__ = ["map_ordered", "default_workers"]
 
@@ -34,7 +38,11 @@ def map_ordered(
     initargs: tuple[Any, ...] = (),
     in_flight: int | None = None,
 ) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` processes, yielding results in input order."""
+    """``map(fn, items)`` on ``workers`` processes, yielding results in input order.
+
+    On an error (in a worker, in ``items`` or in the consumer) no new unit
+    starts, the running ones finish, and the error propagates.
+    """
     if workers <= 1:
         initializer(*initargs)
         for item in items:
@@ -42,17 +50,24 @@ def map_ordered(
         return
     # fork: workers start in milliseconds and inherit imported modules.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ctx.Pool(workers, initializer=initializer, initargs=initargs)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
     limit = in_flight or 2 * workers
-    pending: deque = deque()
+    pending: deque[Future] = deque()
+    finished = False
     try:
         for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
+            pending.append(pool.submit(fn, item))
             while len(pending) >= limit:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
-        pool.close()
+            yield pending.popleft().result()
+        finished = True
+    except BrokenProcessPool:
+        raise MlmCorpusError("a worker process died (out of memory?); try fewer --workers") from None
     finally:
-        pool.terminate()
-        pool.join()
+        # On an error, queued units are cancelled and the few already running finish
+        # (a unit takes seconds).  Killing workers mid-write could leave the result
+        # pipe with half a message and hang the executor at exit.
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=not finished)

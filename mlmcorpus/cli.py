@@ -621,6 +621,57 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
 
 
+@cli.command()
+@click.argument("path")
+@click.option("--verify", is_flag=True, help="Check checksums, schema, every row and the masking statistics; exit 1 on failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout (nothing else).")
+@click.option("--samples", type=click.IntRange(min=0), default=0, help="Decode this many rows, masked tokens highlighted.")
+@click.option("--shard", type=click.IntRange(min=0), default=0, show_default=True, help="Shard to take --samples from.")
+@click.option("--tokenizer", "tokenizer_path", default=None, help="Tokenizer for --samples [default: the manifest's].")
+@click.option("--plot", "plot_path", default=None, help="Also draw the distributions to this PNG (needs matplotlib).")
+@workers_option
+@quiet_option
+def inspect(path: str, verify: bool, as_json: bool, samples: int, shard: int, tokenizer_path: str | None,
+            plot_path: str | None, workers: int | None, quiet: bool) -> None:
+    """Show what a built corpus holds and, with --verify, prove it intact and on policy.
+
+    PATH is an output directory (with manifest.json) or a single shard.
+
+    \b
+    Example:
+        mlmcorpus inspect out/
+        mlmcorpus inspect out/ --verify -j 4
+        mlmcorpus inspect out/ --samples 3 --shard 1
+        mlmcorpus inspect out/ --json | jq .distributions.nsp
+    """
+    from rich.console import Console
+
+    from mlmcorpus.engines.local import default_workers
+    from mlmcorpus.report import inspect_corpus, render, render_samples
+
+    setup_logging(quiet)
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib: pip install 'mlmcorpus[plot]'") from None
+    with stderr_console().status("scanning shards…") if (sys.stderr.isatty() and not quiet and not as_json) else _null():
+        report = inspect_corpus(path, verify=verify, workers=workers or default_workers())
+    if plot_path is not None:
+        from mlmcorpus.plot import plot_report
+
+        plot_report(report, plot_path)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+    else:
+        console = Console(highlight=False, soft_wrap=False)
+        render(report, console)
+        if samples:
+            render_samples(path, samples, shard, console, tokenizer_path)
+    if verify and not report["verify"]["passed"]:
+        sys.exit(1)
+
+
 @cli.group(cls=_Group)
 def tokenizer() -> None:
     """Train, inspect and use tokenizers (sentencepiece, WordPiece vocab.txt, tokenizer.json).

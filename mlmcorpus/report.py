@@ -709,19 +709,23 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             text = Text()
             text.append(f"#{shown} shard {shard_index} row {r} · {'random next' if nsp else 'actual next'} · "
                         f"{length} tokens · {int((labels != -100).sum())} masked\n", style="bold")
+            after_special = False
             for j in range(length):
                 i = int(ids[j])
                 if i in (p.cls, p.sep):
                     text.append(" [CLS]" if i == p.cls else " [SEP]", style="dim")
+                    after_special = True
                     continue
                 original = int(labels[j]) if labels[j] != -100 else i
                 piece = _display_piece(tok.id_to_piece(original))
-                space = " " if (original >= len(starts) or starts[original]) else ""
+                space = " " if (after_special or original >= len(starts) or starts[original]) else ""
+                after_special = False
                 seg_style = "cyan" if tt[j] == 0 else "yellow"
                 if labels[j] != -100:
-                    new = "[MASK]" if i == p.mask else _display_piece(tok.id_to_piece(i))
+                    new = "[MASK]" if i == p.mask else (_display_piece(tok.id_to_piece(i)) or "\u2581")
                     text.append(space)
-                    text.append(f"⟦{piece}→{new}⟧", style=f"bold reverse {seg_style}")
+                    # A lone word-start piece is invisible as text: show the marker itself.
+                    text.append(f"⟦{piece or chr(0x2581)}→{new}⟧", style=f"bold reverse {seg_style}")
                 else:
                     text.append(space + piece, style=seg_style)
             console.print(text)
@@ -731,4 +735,4 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
 def _display_piece(piece: str) -> str:
     if piece.startswith("##"):
         return piece[2:]
-    return piece.replace("\u2581", "") or "\u2581"  # a lone word-start piece stays visible
+    return piece.replace("\u2581", "")

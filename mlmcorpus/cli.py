@@ -18,7 +18,7 @@ import click
 
 from mlmcorpus import __version__
 from mlmcorpus.config import DEFAULT_SEED, OUTPUT_FORMATS, MaskConfig, OutputConfig, PairConfig, UnitConfig
-from mlmcorpus.errors import ConfigError, MlmCorpusError
+from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
 from mlmcorpus.readers import FORMATS, ReaderConfig, ReadStats, Source, iter_documents, iter_sentences, resolve_sources
 
@@ -650,13 +650,21 @@ def inspect(path: str, verify: bool, as_json: bool, samples: int, shard: int, to
     from mlmcorpus.report import inspect_corpus, render, render_samples
 
     setup_logging(quiet)
+    if samples and as_json:
+        raise ConfigError("--samples prints decoded text; it cannot be combined with --json")
     if plot_path is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ConfigError("--plot needs matplotlib: pip install 'mlmcorpus[plot]'") from None
+        if not plot_path.lower().endswith(".png"):
+            raise ConfigError(f"--plot: {plot_path!r} should end in .png")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(plot_path))):
+            raise ConfigError(f"--plot: directory of {plot_path!r} does not exist")
     with stderr_console().status("scanning shards…") if (sys.stderr.isatty() and not quiet and not as_json) else _null():
         report = inspect_corpus(path, verify=verify, workers=workers or default_workers())
+    if report["summary"]["shards"] == 0:
+        raise InputError(f"{path}: the manifest lists no shards")
     if plot_path is not None:
         from mlmcorpus.plot import plot_report
 

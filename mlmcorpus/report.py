@@ -55,6 +55,8 @@ class CorpusParams:
     mask: int = 4
     masked_lm_prob: float = 0.15
     mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    random_next_prob: float = 0.5
+    known_specials: bool = True  # False for a lone shard without a manifest
 
     @property
     def never_masked(self) -> list[int]:
@@ -102,8 +104,10 @@ def _safe_join(out_dir: str, name: object) -> str:
     if not isinstance(name, str) or not name or os.path.isabs(name) or "\\" in name:
         raise InputError(f"manifest.json: shard path {name!r} is not a relative path inside the output directory")
     parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    if ".." in parts:
         raise InputError(f"manifest.json: shard path {name!r} leaves the output directory")
+    if any(p in ("", ".") for p in parts):
+        raise InputError(f"manifest.json: shard path {name!r} is not a plain relative path")
     path = os.path.join(out_dir, name)
     real_dir = os.path.realpath(out_dir)
     if os.path.exists(path) and os.path.commonpath([os.path.realpath(path), real_dir]) != real_dir:
@@ -130,38 +134,73 @@ def _load_manifest(out_dir: str) -> dict:
             manifest = json.load(f)
     except FileNotFoundError:
         raise InputError(f"{out_dir}: no manifest.json (not an mlmcorpus output, or an incomplete build)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable manifest ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InputError(f"{path}: unreadable manifest ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise InputError(f"{path}: not an mlmcorpus manifest (no shard list)")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise InputError(f"{path}: format version {version!r}; this mlmcorpus reads version {FORMAT_VERSION}")
+    for key in ("config", "tokenizer", "totals", "stats", "versions"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise InputError(f"{path}: {key!r} is {type(manifest[key]).__name__}, not an object")
+    for key in ("pairs", "mask", "units", "output"):
+        if not isinstance((manifest.get("config") or {}).get(key), dict):
+            raise InputError(f"{path}: config.{key} is missing or not an object")
+    seen = set()
     for entry in manifest["shards"]:
         if not isinstance(entry, dict):
-            raise InputError(f"{path}: malformed shard entry {entry!r}")
+            raise InputError(f"{path}: malformed shard entry {str(entry)[:80]!r}")
         _safe_join(out_dir, entry.get("file"))
+        for key in ("rows", "tokens", "bytes"):
+            if key in entry and type(entry[key]) is not int:
+                raise InputError(f"{path}: shard {entry['file']!r}: {key} is not an integer")
+        if entry["file"] in seen:
+            raise InputError(f"{path}: shard {entry['file']!r} is listed twice")
+        seen.add(entry["file"])
     return manifest
 
 
+def _int(x: object, name: str, lo: int, hi: int) -> int:
+    if type(x) is not int or not lo <= x <= hi:
+        raise InputError(f"manifest.json: {name} is {x!r}, expected an integer in [{lo}, {hi}]")
+    return x
+
+
 def _params_from_manifest(m: dict) -> CorpusParams:
+    """Validated parameters: the manifest is untrusted, so sizes are bounded before any allocation."""
+    from mlmcorpus.config import MaskConfig
+    from mlmcorpus.errors import ConfigError
+
     try:
         cfg, tok = m["config"], m["tokenizer"]
         sp = tok["special_ids"]
+        L = _int(cfg["pairs"]["max_seq_length"], "config.pairs.max_seq_length", 8, 32768)
+        P = _int(cfg["mask"]["max_predictions_per_seq"], "config.mask.max_predictions_per_seq", 1, 32768)
+        V = _int(tok["vocab_size"], "tokenizer.vocab_size", 6, 2**31 - 1)
+        ids = {k: _int(sp[k], f"tokenizer.special_ids.{k}", 0, V - 1) for k in ("pad", "cls", "sep", "mask")}
+        try:
+            mc = MaskConfig(masked_lm_prob=float(cfg["mask"]["masked_lm_prob"]), max_predictions_per_seq=P,
+                            mask_ratios=tuple(float(x) for x in cfg["mask"]["mask_ratios"]))  # type: ignore[arg-type]
+        except ConfigError as e:
+            raise InputError(f"manifest.json: config.mask: {e}") from None
+        random_next = cfg["pairs"].get("random_next_prob", 0.5)
         return CorpusParams(
-            max_seq_length=int(cfg["pairs"]["max_seq_length"]),
-            max_predictions=int(cfg["mask"]["max_predictions_per_seq"]),
-            vocab_size=int(tok["vocab_size"]),
-            pad=int(sp["pad"]),
-            cls=int(sp["cls"]),
-            sep=int(sp["sep"]),
-            mask=int(sp["mask"]),
-            masked_lm_prob=float(cfg["mask"]["masked_lm_prob"]),
-            mask_ratios=tuple(float(x) for x in cfg["mask"]["mask_ratios"]),  # type: ignore[arg-type]
+            max_seq_length=L,
+            max_predictions=P,
+            vocab_size=V,
+            pad=ids["pad"],
+            cls=ids["cls"],
+            sep=ids["sep"],
+            mask=ids["mask"],
+            masked_lm_prob=mc.masked_lm_prob,
+            mask_ratios=mc.mask_ratios,
+            random_next_prob=float(random_next) if isinstance(random_next, (int, float)) else 0.5,
         )
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"manifest.json: missing or malformed configuration ({e!r})") from None
-
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise InputError(f"manifest.json: missing or malformed configuration ({type(e).__name__}: {e})") from None
 
 def open_corpus(path: str) -> Corpus:
     """Open an output directory, a Parquet shard, or a NumPy shard directory."""
@@ -169,7 +208,9 @@ def open_corpus(path: str) -> Corpus:
         raise InputError(f"{path}: no such file or directory")
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json")):
         m = _load_manifest(path)
-        fmt = (m.get("config") or {}).get("output", {}).get("format", "parquet")
+        fmt = m["config"]["output"].get("format", "parquet")
+        if fmt not in ("parquet", "numpy"):
+            raise InputError(f"{path}/manifest.json: unknown output format {fmt!r}")
         return Corpus(path, m, m["shards"], fmt, _params_from_manifest(m))
     # A single shard: use the manifest next to it when it lists the shard.
     shard_dir, name = os.path.split(os.path.normpath(path))
@@ -200,7 +241,9 @@ def _params_from_schema(path: str, fmt: str) -> CorpusParams:
             P = np.load(os.path.join(path, "masked_lm_positions.npy"), mmap_mode="r", allow_pickle=False).shape[1]
     except Exception as e:
         raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
-    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None)
+    if not (8 <= int(L) <= 32768 and 1 <= int(P) <= 32768):
+        raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
+    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False)
 
 
 # ---------------------------------------------------------------- scanning a shard
@@ -266,6 +309,38 @@ def _check_schema(scan: ShardScan, path: str, fmt: str, p: CorpusParams) -> bool
     return ok
 
 
+def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: str) -> list[str] | None:
+    """The regular files of a shard, all inside ``out_dir``; None (with a finding) when unusable."""
+    import stat
+
+    real_dir = os.path.realpath(out_dir)
+
+    def regular_inside(f: str) -> bool:
+        try:
+            mode = os.stat(f).st_mode
+        except OSError:
+            return False
+        return stat.S_ISREG(mode) and os.path.commonpath([os.path.realpath(f), real_dir]) == real_dir
+
+    if fmt == "parquet":
+        if not regular_inside(path):
+            scan.fail("unreadable", "not a regular file inside the output directory")
+            return None
+        return [path]
+    if not os.path.isdir(path):
+        scan.fail("unreadable", "not a NumPy shard directory")
+        return None
+    files = [os.path.join(path, f"{c}.npy") for c in COLUMNS]
+    bad = [os.path.basename(f) for f in files if not regular_inside(f)]
+    if bad:
+        scan.fail("unreadable", f"{', '.join(bad)}: missing, not a regular file, or outside the output directory")
+        return None
+    extra = sorted(set(os.listdir(path)) - {f"{c}.npy" for c in COLUMNS})
+    if extra:
+        scan.fail("stray", f"unexpected files in the shard: {', '.join(extra)}")
+    return files
+
+
 def scan_shard(args: tuple[str, str, dict, CorpusParams, bool]) -> ShardScan:
     """Count and (with ``verify``) check one shard; never raises for bad data."""
     out_dir, fmt, entry, p, verify = args
@@ -274,32 +349,39 @@ def scan_shard(args: tuple[str, str, dict, CorpusParams, bool]) -> ShardScan:
     scan = ShardScan(name)
     scan.length_hist = [0] * (p.max_seq_length + 1)
     scan.predictions_hist = [0] * (p.max_predictions + 1)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         scan.checksum = "missing"
         scan.fail("missing", "listed in the manifest but missing")
         return scan
-    files = [path] if fmt == "parquet" else [os.path.join(path, f"{c}.npy") for c in COLUMNS]
-    scan.bytes = sum(os.path.getsize(f) for f in files if os.path.exists(f))
-    if verify or "sha256" in entry:
-        if fmt == "parquet":
-            scan.sha256 = _sha256(path)
-        else:
-            digest = hashlib.sha256()
-            for c in COLUMNS:
-                f = os.path.join(path, f"{c}.npy")
-                digest.update(f"{_sha256(f) if os.path.exists(f) else ''}  {c}.npy\n".encode())
-            scan.sha256 = digest.hexdigest()
-        if "sha256" in entry:
-            scan.checksum = "ok" if scan.sha256 == entry.get("sha256") else "mismatch"
-            if scan.checksum == "mismatch":
-                scan.fail("checksum", f"sha256 {scan.sha256[:12]}… differs from the manifest's {str(entry.get('sha256'))[:12]}…")
-        if "bytes" in entry and entry["bytes"] != scan.bytes:
-            scan.fail("bytes", f"{scan.bytes} bytes on disk, the manifest says {entry['bytes']}")
+    files = _shard_files(scan, out_dir, path, fmt)
+    if files is None:
+        scan.checksum = "unreadable"
+        return scan
     try:
+        scan.bytes = sum(os.path.getsize(f) for f in files)
+        if verify:
+            for key in ("sha256", "rows", "bytes"):
+                if key not in entry:
+                    scan.fail("manifest", f"the manifest gives no {key} for this shard")
+        if verify or "sha256" in entry:
+            if fmt == "parquet":
+                scan.sha256 = _sha256(path)
+            else:
+                digest = hashlib.sha256()
+                for c, f in zip(COLUMNS, files):
+                    digest.update(f"{_sha256(f)}  {c}.npy\n".encode())
+                scan.sha256 = digest.hexdigest()
+            if "sha256" in entry:
+                scan.checksum = "ok" if scan.sha256 == entry.get("sha256") else "mismatch"
+                if scan.checksum == "mismatch":
+                    scan.fail("checksum", f"sha256 {scan.sha256[:12]}… differs from the manifest's {str(entry.get('sha256'))[:12]}…")
+            if "bytes" in entry and entry["bytes"] != scan.bytes:
+                scan.fail("bytes", f"{scan.bytes} bytes on disk, the manifest says {entry['bytes']}")
         if verify and not _check_schema(scan, path, fmt, p):
             return scan
         offset = 0
-        for batch in _iter_batches(path, fmt):
+        batch_rows = max(64, (1 << 20) // p.max_seq_length)  # about 1M ids per column and batch
+        for batch in _iter_batches(path, fmt, batch_rows):
             _scan_batch(scan, batch, p, verify, offset)
             offset += len(batch["input_ids"])
     except Exception as e:  # a corrupt or truncated file is a finding, not a traceback
@@ -318,6 +400,9 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     labels = b["labels"].astype(np.int64)
     am = b["attention_mask"].astype(np.int64)
     n, L = ids.shape
+    if L != p.max_seq_length or b["masked_lm_positions"].shape[1] != p.max_predictions:
+        raise ValueError(f"rows are {L} tokens / {b['masked_lm_positions'].shape[1]} predictions, "
+                         f"the configuration says {p.max_seq_length} / {p.max_predictions}")
     lengths = am.sum(axis=1)
     masked = labels != -100
     k = masked.sum(axis=1)
@@ -328,12 +413,13 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     nsp = b["next_sentence_label"].astype(np.int64)
     scan.nsp[0] += int((nsp == 0).sum())
     scan.nsp[1] += int((nsp == 1).sum())
-    inp, orig = ids[masked], labels[masked]
-    is_mask = (inp == p.mask) & (orig != p.mask)
-    is_keep = (inp == orig) & ~is_mask
-    scan.kinds[0] += int(is_mask.sum())
-    scan.kinds[2] += int(is_keep.sum())
-    scan.kinds[1] += int(len(inp) - is_mask.sum() - is_keep.sum())
+    if p.known_specials:
+        inp, orig = ids[masked], labels[masked]
+        is_mask = (inp == p.mask) & (orig != p.mask)
+        is_keep = (inp == orig) & ~is_mask
+        scan.kinds[0] += int(is_mask.sum())
+        scan.kinds[2] += int(is_keep.sum())
+        scan.kinds[1] += int(len(inp) - is_mask.sum() - is_keep.sum())
     original = np.where(masked, labels, ids)
     cols = np.arange(L)[None, :]
     inside = cols < lengths[:, None]
@@ -345,9 +431,6 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     def rows_where(bad: np.ndarray) -> np.ndarray:
         return np.flatnonzero(bad)
 
-    if L != p.max_seq_length:
-        scan.fail("shape", f"rows have {L} tokens, max_seq_length is {p.max_seq_length}")
-        return
     scan.fail("attention_mask", "attention_mask is not 1 on the tokens and 0 on the padding",
               rows_where((am != inside).any(axis=1)), offset)
     scan.fail("length", "fewer than 5 tokens ([CLS] A [SEP] B [SEP])", rows_where(lengths < 5), offset)
@@ -362,6 +445,12 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     scan.fail("layout", "not exactly two [SEP] ([CLS] A [SEP] B [SEP])", rows_where(seps.sum(axis=1) != 2), offset)
     scan.fail("layout", "padding is not [PAD]", rows_where(((ids != p.pad) & ~inside).any(axis=1)), offset)
     first_sep = np.where(seps.any(axis=1), seps.argmax(axis=1), 0)
+    # The input itself: [CLS]/[SEP]/[PAD] only where the layout puts them, [MASK] only where masked.
+    layout = (cols == 0) | (cols == first_sep[:, None]) | (cols == last[:, None])
+    scan.fail("input_ids", "[CLS], [SEP] or [PAD] inside the text",
+              rows_where((inside & ~layout & np.isin(ids, [p.cls, p.sep, p.pad])).any(axis=1)), offset)
+    scan.fail("input_ids", "[MASK] at a position that is not masked", rows_where((~masked & (ids == p.mask)).any(axis=1)), offset)
+    scan.fail("input_ids", "a layout token ([CLS]/[SEP]) was replaced", rows_where((layout & inside & (ids != original)).any(axis=1)), offset)
     scan.fail("layout", "segment A or B is empty", rows_where((first_sep < 2) | (first_sep > lengths - 3)), offset)
     expected_tt = (cols > first_sep[:, None]) & inside
     scan.fail("token_type_ids", "token_type_ids are not 0 through the first [SEP] and 1 for B",
@@ -396,6 +485,8 @@ def chi_square(observed: list[int], probabilities: list[float]) -> tuple[float, 
     Categories with probability 0 must be empty (else p = 0).
     """
     total = sum(observed)
+    if total == 0:
+        return 0.0, 0, 1.0
     stat, df = 0.0, -1
     for o, pr in zip(observed, probabilities):
         if pr <= 0:
@@ -446,6 +537,8 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
     from mlmcorpus.engines.local import map_ordered
 
     corpus = open_corpus(path)
+    if verify and corpus.manifest is None:
+        raise InputError(f"{path}: --verify needs the manifest.json the shard was built with (special ids, vocabulary)")
     p = corpus.params
     jobs = [(corpus.out_dir, corpus.format, e, p, verify) for e in corpus.shards]
     scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1)), _no_init))
@@ -477,7 +570,7 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
             "masked_per_sequence": _sparse(merged["predictions"]),
             "nsp": {"actual_next": int(merged["nsp"][0]), "random_next": int(merged["nsp"][1]),
                     "random_ratio": round(float(merged["nsp"][1]) / rows, 6) if rows else None,
-                    "expected_random_ratio": 0.5},
+                    "expected_random_ratio": p.random_next_prob},
             "masked": {
                 "total": masked_total,
                 "mask": kinds[0], "random": kinds[1], "keep": kinds[2],
@@ -544,19 +637,40 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
         if (name.startswith("train-") or name.startswith(".tmp-train-")) and name not in listed:
             fail("stray", f"{name}: shard file not listed in the manifest")
     m = corpus.manifest or {}
-    rows = sum(s.rows for s in scans)
-    totals = m.get("totals") or {}
-    stats = m.get("stats") or {}
-    if totals.get("rows") not in (None, rows):
-        fail("manifest", f"manifest.json: totals.rows is {totals.get('rows')}, the shards hold {rows}")
-    if stats.get("instances") not in (None, rows):
-        fail("manifest", f"manifest.json: stats.instances is {stats.get('instances')}, the shards hold {rows}")
-    nsp = (stats.get("nsp") or {}).get("random_next")
-    if nsp is not None and nsp != int(merged["nsp"][1]):
-        fail("manifest", f"manifest.json: stats.nsp.random_next is {nsp}, the shards hold {int(merged['nsp'][1])}")
-    mp = (stats.get("masked_positions") or {}).get("total")
-    if mp is not None and mp != int(merged["kinds"].sum()):
-        fail("manifest", f"manifest.json: stats.masked_positions.total is {mp}, the shards hold {int(merged['kinds'].sum())}")
+    totals = m.get("totals") if isinstance(m.get("totals"), dict) else {}
+    stats = m.get("stats") if isinstance(m.get("stats"), dict) else {}
+    nsp = stats.get("nsp") if isinstance(stats.get("nsp"), dict) else {}
+    masked = stats.get("masked_positions") if isinstance(stats.get("masked_positions"), dict) else {}
+    kinds = merged["kinds"]
+    found = {
+        ("totals", "shards"): len(scans),
+        ("totals", "rows"): sum(s.rows for s in scans),
+        ("totals", "tokens"): sum(s.tokens for s in scans),
+        ("totals", "bytes"): sum(s.bytes for s in scans),
+        ("stats", "instances"): sum(s.rows for s in scans),
+        ("stats.nsp", "random_next"): int(merged["nsp"][1]),
+        ("stats.nsp", "actual_next"): int(merged["nsp"][0]),
+        ("stats.masked_positions", "total"): int(kinds.sum()),
+        ("stats.masked_positions", "mask"): int(kinds[0]),
+        # A random draw can hit the original token and then looks unchanged: compare the sum.
+        ("stats.masked_positions", "random+keep"): int(kinds[1] + kinds[2]),
+    }
+    sections = {"totals": totals, "stats": stats, "stats.nsp": nsp, "stats.masked_positions": masked}
+    for (section, key), value in found.items():
+        d = sections[section]
+        claimed = d.get("random", 0) + d.get("keep", 0) if key == "random+keep" and "random" in d else d.get(key)
+        if claimed is None:
+            fail("manifest", f"manifest.json: {section}.{key} is missing")
+        elif claimed != value:
+            fail("manifest", f"manifest.json: {section}.{key} is {claimed}, the shards hold {value}")
+    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
+    path = tok.get("path")
+    if isinstance(path, str):
+        for candidate in (os.path.join(corpus.out_dir, path), path):
+            if os.path.isfile(candidate):
+                if _sha256(candidate) != tok.get("sha256"):
+                    fail("tokenizer", f"{candidate}: the tokenizer file differs from the one the corpus was built with (sha256)")
+                break
 
 
 # ---------------------------------------------------------------- rendering
@@ -633,10 +747,14 @@ def render(report: dict, console: Any) -> None:
     t.add_column("count", justify="right")
     t.add_column("share", justify="right")
     t.add_column("expected", justify="right")
-    for label, key, exp in (("0 actual next", "actual_next", 0.5), ("1 random", "random_next", 0.5)):
+    exp_random = nsp.get("expected_random_ratio", 0.5)
+    for label, key, exp in (("0 actual next", "actual_next", 1 - exp_random), ("1 random", "random_next", exp_random)):
         t.add_row(label, f"[green]{_bar(nsp[key], total, 30)}[/]", f"{nsp[key]:,}", f"{nsp[key] / total:.1%}", f"{exp:.0%}")
     console.print(t)
     mk = d["masked"]
+    if not report.get("manifest"):
+        console.print(f"masked positions: {sum(int(k) * v for k, v in d['masked_per_sequence'].items()):,} "
+                      "(split into [MASK]/random/unchanged unknown without the manifest's special ids)")
     t = Table(title="masked positions", box=None, padding=(0, 1))
     t.add_column("becomes")
     t.add_column("")
@@ -688,16 +806,24 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     if tok_info.get("path"):
         candidates += [os.path.join(corpus.out_dir, tok_info["path"]), tok_info["path"]]
     for c in candidates:
-        if c and os.path.exists(c):
+        if isinstance(c, str) and os.path.isfile(c):
             tok = load_tokenizer(c, add_special_tokens=bool(tok_info.get("added_special_tokens")))
             break
     if tok is None:
         raise InputError("cannot find the corpus's tokenizer; pass --tokenizer PATH to decode samples")
+    if tok_info.get("sha256") and tok.sha256 != tok_info.get("sha256"):
+        raise InputError(f"{tok.path}: not the tokenizer this corpus was built with (sha256 differs from the manifest)")
+    if corpus.params.vocab_size is not None and tok.vocab_size < corpus.params.vocab_size:
+        raise InputError(f"{tok.path}: vocabulary of {tok.vocab_size} is smaller than the corpus's {corpus.params.vocab_size}")
     p = corpus.params
     path = os.path.join(corpus.out_dir, corpus.shards[shard_index]["file"])
     shown = 0
     starts = tok.word_start_mask()
-    for batch in _iter_batches(path, corpus.format, batch_rows=max(n, 1)):
+    try:
+        batches = list(_iter_first(path, corpus.format, n))
+    except Exception as e:
+        raise InputError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    for batch in batches:
         for r in range(len(batch["input_ids"])):
             if shown >= n:
                 return
@@ -730,6 +856,16 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
                     text.append(space + piece, style=seg_style)
             console.print(text)
             shown += 1
+
+
+def _iter_first(path: str, fmt: str, n: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches holding at least the first ``n`` rows of a shard."""
+    got = 0
+    for batch in _iter_batches(path, fmt, batch_rows=max(n, 1)):
+        yield batch
+        got += len(batch["input_ids"])
+        if got >= n:
+            return
 
 
 def _display_piece(piece: str) -> str:

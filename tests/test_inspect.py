@@ -280,3 +280,148 @@ def test_plot_writes_a_png(runner, clean, tmp_path):
     result = runner.invoke(cli, ["inspect", str(clean), "--plot", str(tmp_path / "r.png")], catch_exceptions=False)
     assert result.exit_code == 0
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def test_one_shard_corpus_truncated_is_a_finding_not_a_traceback(runner, spm_model, tmp_path):
+    out = tmp_path / "one"
+    config = BuildConfig(output=OutputConfig(shard_rows=10**6))
+    build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(out), reader=ReaderConfig(), config=config,
+          tokenizer=TokenizerSpec(str(spm_model)))
+    shard = next(out.glob("train-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:1000])
+    result = verify(runner, out)  # catch_exceptions=False: a traceback would fail the test
+    assert result.exit_code == 1 and "cannot be read" in result.stdout
+    report = json.loads(runner.invoke(cli, ["inspect", str(out), "--json"], catch_exceptions=False).stdout)
+    assert report["shards"][0]["checksum"] == "mismatch" and report["summary"]["rows"] == 0
+    assert "MISMATCH" in runner.invoke(cli, ["inspect", str(out)], catch_exceptions=False).stdout
+
+
+@pytest.mark.parametrize("where", ["pad_in_text", "sep_in_text", "mask_unmasked", "masked_to_sep", "cls_replaced"])
+def test_special_tokens_in_the_input_are_caught(runner, corpus, where):
+    m = json.loads((corpus / "manifest.json").read_text())
+
+    def edit(cols):
+        row = 3
+        masked = np.flatnonzero(cols["labels"][row] != -100)
+        plain = [j for j in range(2, 20) if cols["labels"][row, j] == -100 and cols["input_ids"][row, j] not in (2, 3)]
+        if where == "pad_in_text":
+            cols["input_ids"][row, plain[0]] = 0
+        elif where == "sep_in_text":
+            cols["input_ids"][row, plain[0]] = 3
+        elif where == "mask_unmasked":
+            cols["input_ids"][row, plain[0]] = 4
+        elif where == "masked_to_sep":
+            cols["input_ids"][row, masked[0]] = 3
+        else:
+            cols["input_ids"][row, 0] = 7
+
+    rewrite_shard(corpus / m["shards"][0]["file"], edit)
+    update_manifest_shard(corpus, 0)
+    result = verify(runner, corpus)
+    assert result.exit_code == 1 and f"{m['shards'][0]['file']}: row 3:" in result.stdout
+
+
+def test_manifest_must_account_for_everything(runner, corpus):
+    m = json.loads((corpus / "manifest.json").read_text())
+    del m["shards"][0]["sha256"]
+    m["totals"]["tokens"] += 1
+    m["stats"]["masked_positions"]["mask"] -= 1
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    out = verify(runner, corpus).stdout
+    assert "the manifest gives no sha256 for this shard" in out
+    assert "totals.tokens is" in out and "stats.masked_positions.mask is" in out
+
+
+def test_duplicate_and_malformed_manifest_entries(runner, corpus):
+    m = json.loads((corpus / "manifest.json").read_text())
+    m["shards"].append(dict(m["shards"][0]))
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    result = runner.invoke(cli, ["inspect", str(corpus)])
+    assert result.exit_code == 1 and "is listed twice" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m.__setitem__("config", []), "'config' is list"),
+        (lambda m: m["config"].__setitem__("output", "x"), "config.output is missing or not an object"),
+        (lambda m: m.__setitem__("totals", []), "'totals' is list"),
+        (lambda m: m["config"]["mask"].__setitem__("mask_ratios", [0.5, 0.5]), "--mask-ratios"),
+        (lambda m: m["tokenizer"].__setitem__("vocab_size", 1e999), "tokenizer.vocab_size"),
+        (lambda m: m["tokenizer"].__setitem__("vocab_size", "4000"), "tokenizer.vocab_size"),
+        (lambda m: m["config"]["pairs"].__setitem__("max_seq_length", 300_000_000), "config.pairs.max_seq_length"),
+        (lambda m: m["config"]["mask"].__setitem__("max_predictions_per_seq", 10**12), "max_predictions_per_seq"),
+        (lambda m: m["tokenizer"]["special_ids"].__setitem__("cls", 2.9), "special_ids.cls"),
+        (lambda m: m.__setitem__("format_version", True), "format version True"),
+        (lambda m: m["shards"][0].__setitem__("rows", "7"), "rows is not an integer"),
+    ],
+)
+def test_malformed_manifest_values_are_one_line_errors(runner, corpus, edit, message):
+    m = json.loads((corpus / "manifest.json").read_text())
+    edit(m)
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    result = runner.invoke(cli, ["inspect", str(corpus), "--verify"], catch_exceptions=False)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_deeply_nested_manifest(runner, corpus):
+    (corpus / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(cli, ["inspect", str(corpus)], catch_exceptions=False)
+    assert result.exit_code == 1 and "unreadable manifest" in result.stderr
+
+
+def test_fifo_and_directory_in_place_of_a_shard(runner, corpus):
+    m = json.loads((corpus / "manifest.json").read_text())
+    a, b = corpus / m["shards"][0]["file"], corpus / m["shards"][1]["file"]
+    a.unlink()
+    os.mkfifo(a)  # would block a reader forever
+    b.unlink()
+    b.mkdir()
+    result = verify(runner, corpus)
+    assert result.exit_code == 1 and result.stdout.count("not a regular file inside the output directory") == 2
+
+
+def test_numpy_column_symlinked_outside_is_refused(runner, spm_model, tmp_path):
+    make_corpus(tmp_path / "np", spm_model, fmt="numpy")
+    m = json.loads((tmp_path / "np" / "manifest.json").read_text())
+    col = tmp_path / "np" / m["shards"][0]["file"] / "labels.npy"
+    outside = tmp_path / "labels.npy"
+    shutil.move(col, outside)
+    os.symlink(outside, col)
+    (tmp_path / "np" / m["shards"][1]["file"] / "notes.txt").write_text("extra")
+    result = verify(runner, tmp_path / "np")
+    assert result.exit_code == 1
+    assert "labels.npy: missing, not a regular file, or outside the output directory" in result.stdout
+    assert "unexpected files in the shard: notes.txt" in result.stdout
+
+
+def test_lone_shard_without_manifest(runner, clean, tmp_path):
+    m = json.loads((clean / "manifest.json").read_text())
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(clean / m["shards"][0]["file"], lone / "train-00000-of-00001.parquet")
+    result = runner.invoke(cli, ["inspect", str(lone / "train-00000-of-00001.parquet")], catch_exceptions=False)
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert result.exit_code == 0 and "no manifest" in flat and "unknown without the manifest" in flat
+    result = runner.invoke(cli, ["inspect", str(lone / "train-00000-of-00001.parquet"), "--verify"])
+    assert result.exit_code == 1 and "--verify needs the manifest.json" in result.stderr
+
+
+def test_samples_and_plot_errors_are_one_line(runner, corpus, tmp_path, vocab_for_errors=None):
+    result = runner.invoke(cli, ["inspect", str(corpus), "--samples", "2", "--json"])
+    assert result.exit_code == 2 and "cannot be combined with --json" in result.stderr
+    result = runner.invoke(cli, ["inspect", str(corpus), "--plot", str(tmp_path / "nodir" / "x.png")])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    other = tmp_path / "vocab.txt"
+    other.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n")
+    result = runner.invoke(cli, ["inspect", str(corpus), "--samples", "1", "--tokenizer", str(other)])
+    assert result.exit_code == 1 and "not the tokenizer this corpus was built with" in result.stderr
+    m = json.loads((corpus / "manifest.json").read_text())
+    shard = corpus / m["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes()[:500])
+    result = runner.invoke(cli, ["inspect", str(corpus), "--samples", "1"])
+    assert result.exit_code == 1 and "cannot be read" in result.stderr

@@ -275,6 +275,12 @@ def output_options(f: Callable) -> Callable:
                      show_default=True, help="Shard format."),
         click.option("--shard-size", default="100000", show_default=True,
                      help="Rows per shard, or a size such as 256MB (uncompressed)."),
+        click.option("--shuffle/--no-shuffle", default=True, show_default=True,
+                     help="Mix rows across the whole corpus (seeded two-stage shuffle), or keep input order."),
+        click.option("--shuffle-buckets", type=click.IntRange(1, 4096), default=256, show_default=True,
+                     help="Spill buckets of the shuffle (part of the output's identity: recorded)."),
+        click.option("--shuffle-mb", type=click.FloatRange(0, min_open=True), default=128.0, show_default=True,
+                     help="Memory for one shuffle group of buckets (uncompressed rows)."),
         click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory."),
     ]
     for option in reversed(options):
@@ -284,7 +290,8 @@ def output_options(f: Callable) -> Callable:
 
 def _output_config(kw: dict) -> OutputConfig:
     rows, mb = _parse_shard_size(kw.pop("shard_size"))
-    return OutputConfig(format=kw.pop("output_format"), shard_rows=rows, shard_mb=mb)
+    return OutputConfig(format=kw.pop("output_format"), shard_rows=rows, shard_mb=mb, shuffle=kw.pop("shuffle"),
+                        shuffle_buckets=kw.pop("shuffle_buckets"), shuffle_mb=kw.pop("shuffle_mb"))
 
 
 def workers_option(f: Callable) -> Callable:

@@ -86,19 +86,30 @@ OUTPUT_FORMATS = ("parquet", "numpy")
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Shard layout: format and size (rows, or uncompressed MB when ``shard_mb`` is set)."""
+    """Shard layout: format and size (rows, or uncompressed MB when ``shard_mb`` is set).
+
+    ``shuffle`` mixes rows across the whole corpus with a seeded two-stage
+    shuffle (see :mod:`mlmcorpus.shuffle`); off keeps input order.
+    """
 
     format: str = "parquet"
     shard_rows: int = 100_000
     shard_mb: float | None = None
     row_group_rows: int = 8192
     compression_level: int = 3
+    shuffle: bool = True
+    shuffle_buckets: int = 256
+    shuffle_mb: float = 128.0
 
     def __post_init__(self) -> None:
         if self.format not in OUTPUT_FORMATS:
             raise ConfigError(f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
         if self.shard_rows < 1:
             raise ConfigError(f"--shard-size: must be at least 1 row, got {self.shard_rows}")
+        if not 1 <= self.shuffle_buckets <= 4096:
+            raise ConfigError(f"--shuffle-buckets: must be between 1 and 4096, got {self.shuffle_buckets}")
+        if not 0 < self.shuffle_mb < float("inf"):
+            raise ConfigError(f"--shuffle-mb: must be positive, got {self.shuffle_mb}")
         if self.shard_mb is not None and not (0 < self.shard_mb < float("inf")):
             raise ConfigError(f"--shard-size: must be positive, got {self.shard_mb} MB")
 

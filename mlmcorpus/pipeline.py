@@ -42,6 +42,7 @@ from mlmcorpus.pairs import (
 from mlmcorpus.engines.local import map_ordered
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
+from mlmcorpus.shuffle import TwoStageShuffle
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
 from mlmcorpus.writers import FORMAT_VERSION, ShardInfo, make_writer
 
@@ -325,7 +326,7 @@ def prepare_output_dir(out_dir: str, overwrite: bool) -> None:
         for name in os.listdir(out_dir):
             path = os.path.join(out_dir, name)
             # Shards only: a tokenizer trained by an earlier build may be the --tokenizer of this one.
-            if name.startswith(("train-", ".tmp-train-")):
+            if name.startswith(("train-", ".tmp-train-", ".tmp-shuffle")):
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -344,13 +345,21 @@ def write_shards(
     on_unit: Callable[[MaskedUnit], None] | None = None,
 ) -> list[ShardInfo]:
     """Write every unit's rows, in order; temporary files are removed on failure."""
-    writer = make_writer(out_dir, config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+    o = config.output
+    writer = make_writer(out_dir, o, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+    shuffler = TwoStageShuffle(out_dir, config.seed, o.shuffle_buckets, o.shuffle_mb) if o.shuffle else None
     try:
         for unit in results:
-            writer.write(unit.columns)
+            if shuffler is not None:
+                shuffler.add(unit.unit_id, unit.columns)
+            else:
+                writer.write(unit.columns)
             stats.add(unit)
             if on_unit is not None:
                 on_unit(unit)
+        if shuffler is not None:
+            for cols in shuffler.drain():
+                writer.write(cols)
         shards = writer.close()
     except OSError as e:
         writer.abort()
@@ -358,6 +367,9 @@ def write_shards(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if shuffler is not None:
+            shuffler.cleanup()
     if not shards:
         raise InputError(
             "no instances were produced: NSP pairs need documents of two or more sentences, or several "

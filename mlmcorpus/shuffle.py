@@ -1,0 +1,132 @@
+"""Global mixing without global memory: a seeded two-stage shuffle.
+
+Stage 1 (:meth:`TwoStageShuffle.add`): each unit scatters its rows over
+``buckets`` spill files with a draw from the unit's own generator, in unit
+order.  Stage 2 (:meth:`TwoStageShuffle.drain`): consecutive buckets are read
+back in groups that fit ``memory_mb``, each group is permuted with a generator
+keyed by (seed, group) and handed on.  Every output shard then mixes rows from
+all over the corpus, memory is bounded by one group, and the result depends
+only on the rows, the seed and the configuration — never on the number of
+workers.  Spill files are lz4-compressed Arrow IPC under a temporary folder
+that is removed at the end or on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from mlmcorpus.rng import Purpose, unit_generator
+
+__all__ = ["TwoStageShuffle", "SHUFFLE_DIR"]
+
+SHUFFLE_DIR = ".tmp-shuffle"
+# Generator purposes beyond the unit's own: scatter keyed by unit, permutation keyed by group.
+_SCATTER, _GROUP = 1, 2
+
+
+def _to_batch(cols: dict[str, np.ndarray], names: list[str]) -> pa.RecordBatch:
+    arrays = []
+    for name in names:
+        a = np.ascontiguousarray(cols[name])
+        if a.ndim == 2:
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1]))
+        else:
+            arrays.append(pa.array(a))
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _from_table(table: pa.Table) -> dict[str, np.ndarray]:
+    out = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if isinstance(col.type, pa.FixedSizeListType):
+            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+class TwoStageShuffle:
+    """Scatter rows to on-disk buckets, then yield them back bucket group by group, shuffled."""
+
+    def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
+        self.dir = os.path.join(out_dir, SHUFFLE_DIR)
+        self.seed = seed
+        self.buckets = buckets
+        self.memory_bytes = memory_mb * 1e6
+        self.rows = np.zeros(buckets, dtype=np.int64)
+        self.bytes = np.zeros(buckets, dtype=np.int64)
+        self._writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * buckets
+        self._names: list[str] | None = None
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _path(self, b: int) -> str:
+        return os.path.join(self.dir, f"bucket-{b:05d}.arrow")
+
+    def add(self, unit_id: int, cols: dict[str, np.ndarray]) -> None:
+        """Stage 1: scatter one unit's rows (call in unit order)."""
+        n = len(cols["next_sentence_label"])
+        if n == 0:
+            return
+        if self._names is None:
+            self._names = list(cols)
+        target = unit_generator(self.seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, self.buckets, size=n)
+        order = np.argsort(target, kind="stable")
+        counts = np.bincount(target, minlength=self.buckets)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
+        for b in np.flatnonzero(counts):
+            take = order[starts[b] : starts[b + 1]]
+            batch = _to_batch({k: v[take] for k, v in cols.items()}, self._names)
+            w = self._writers[b]
+            if w is None:
+                w = pa.ipc.new_file(self._path(b), batch.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+                self._writers[b] = w
+            w.write_batch(batch)
+            self.rows[b] += len(take)
+            self.bytes[b] += len(take) * row_bytes
+
+    def drain(self) -> Iterator[dict[str, np.ndarray]]:
+        """Stage 2: groups of consecutive buckets within the memory budget, each permuted."""
+        for w in self._writers:
+            if w is not None:
+                w.close()
+        self._writers = [None] * self.buckets
+        group: list[int] = []
+        size = 0
+        g = 0
+        for b in range(self.buckets):
+            if self.rows[b] == 0:
+                continue
+            if group and size + self.bytes[b] > self.memory_bytes:
+                yield self._read_group(group, g)
+                g += 1
+                group, size = [], 0
+            group.append(b)
+            size += int(self.bytes[b])
+        if group:
+            yield self._read_group(group, g)
+
+    def _read_group(self, group: list[int], g: int) -> dict[str, np.ndarray]:
+        tables = []
+        for b in group:
+            with pa.memory_map(self._path(b)) as source:
+                tables.append(pa.ipc.open_file(source).read_all())
+            os.unlink(self._path(b))  # read once: free the disk as we go
+        cols = _from_table(pa.concat_tables(tables))
+        perm = unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(len(cols["next_sentence_label"]))
+        return {k: v[perm] for k, v in cols.items()}
+
+    def cleanup(self) -> None:
+        for w in self._writers:
+            if w is not None:
+                try:
+                    w.close()
+                except Exception:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)

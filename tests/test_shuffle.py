@@ -1,0 +1,97 @@
+"""The seeded two-stage shuffle: a permutation, mixed across units, deterministic, memory-bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mlmcorpus.cli import cli
+from mlmcorpus.shuffle import SHUFFLE_DIR, TwoStageShuffle
+
+from .conftest import SAMPLE
+
+
+def unit_columns(unit_id: int, n: int) -> dict[str, np.ndarray]:
+    """Rows that say where they came from: (unit, index) in a 2-column array."""
+    return {
+        "origin": np.stack([np.full(n, unit_id), np.arange(n)], axis=1).astype(np.int64),
+        "next_sentence_label": np.zeros(n, dtype=np.int64),
+    }
+
+
+def run(tmp_path, seed=1, buckets=16, memory_mb=1.0, units=20, n=500, sizes=None):
+    sh = TwoStageShuffle(str(tmp_path), seed, buckets, memory_mb)
+    for u in range(units):
+        sh.add(u, unit_columns(u, n))
+    if sizes is not None:
+        sizes.extend(sh.bytes.tolist())
+    groups = [g["origin"] for g in sh.drain()]
+    sh.cleanup()
+    return groups
+
+
+def test_output_is_a_permutation_mixed_across_units(tmp_path):
+    groups = run(tmp_path / "a")
+    rows = np.concatenate(groups)
+    assert sorted(map(tuple, rows.tolist())) == [(u, i) for u in range(20) for i in range(500)]
+    # Each group of buckets holds rows of every unit, not of one source.
+    assert all(len(np.unique(g[:, 0])) == 20 for g in groups)
+    # and within a group the order is shuffled: unit ids are not sorted
+    assert not all(np.all(np.diff(g[:, 0]) >= 0) for g in groups)
+    assert not (tmp_path / "a" / SHUFFLE_DIR).exists()
+
+
+def test_deterministic_and_seeded(tmp_path):
+    a = np.concatenate(run(tmp_path / "a", seed=3))
+    b = np.concatenate(run(tmp_path / "b", seed=3))
+    c = np.concatenate(run(tmp_path / "c", seed=4))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_memory_budget_splits_into_groups(tmp_path):
+    # 20 units x 500 rows x 24 bytes = 240 kB; a 0.05 MB budget forces several groups, each within it
+    sizes: list = []
+    groups = run(tmp_path, buckets=16, memory_mb=0.05, sizes=sizes)
+    assert len(groups) >= 4
+    # A group stays within the budget unless one bucket alone exceeds it.
+    assert all(len(g) * 24 <= max(0.05e6, max(sizes)) for g in groups)
+    one = run(tmp_path / "big", buckets=16, memory_mb=100)
+    assert len(one) == 1
+
+
+def test_build_shuffles_by_default_and_keeps_order_on_request(runner, spm_model, tmp_path):
+    base = ["build", str(SAMPLE), "--tokenizer", str(spm_model), "-q", "--pool-docs", "20", "--shard-size", "200"]
+    assert runner.invoke(cli, [*base, "-o", str(tmp_path / "mixed")]).exit_code == 0
+    assert runner.invoke(cli, [*base, "-o", str(tmp_path / "ordered"), "--no-shuffle"]).exit_code == 0
+
+    def rows(out):
+        """Original token ids (masking undone with the labels), shard after shard."""
+        t = pq.read_table(sorted(out.glob("train-*.parquet")))
+        ids, labels = (t.column(c).combine_chunks() for c in ("input_ids", "labels"))
+        ids = ids.flatten().to_numpy().reshape(len(ids), -1).astype(np.int64)
+        labels = labels.flatten().to_numpy().reshape(len(labels), -1)
+        return np.where(labels != -100, labels, ids)
+
+    mixed, ordered = rows(tmp_path / "mixed"), rows(tmp_path / "ordered")
+    assert sorted(map(bytes, mixed)) == sorted(map(bytes, ordered))  # same rows
+    assert not np.array_equal(mixed, ordered)
+    m = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
+    assert m["config"]["output"]["shuffle"] is True and m["config"]["output"]["shuffle_buckets"] == 256
+    assert not any(name.startswith(".tmp") for name in os.listdir(tmp_path / "mixed"))
+    # sample_data is read English first, Korean last: in input order the first shard is English
+    # only; shuffled, it holds Korean rows in about the corpus-wide share.
+    from mlmcorpus.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(spm_model))
+    hangul = np.array([any("\uac00" <= ch <= "\ud7a3" for ch in tok.id_to_piece(i)) for i in range(tok.vocab_size)])
+
+    def korean_share(r):
+        return float(hangul[r].any(axis=1).mean())
+
+    assert korean_share(ordered[:200]) == 0.0
+    overall = korean_share(ordered)
+    assert 0.3 < overall < 0.8
+    assert abs(korean_share(mixed[:200]) - overall) < 0.15

@@ -33,18 +33,16 @@ from mlmcorpus.pairs import (
     PairStats,
     Segments,
     assemble,
-    attention_mask,
     concat_instances,
     create_instances,
     split_segments,
-    token_type_ids,
 )
 from mlmcorpus.engines.local import map_ordered
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import TwoStageShuffle
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
-from mlmcorpus.writers import FORMAT_VERSION, ShardInfo, make_writer
+from mlmcorpus.writers import FORMAT_VERSION, ShardInfo, compact_columns, make_writer
 
 log = logging.getLogger("mlmcorpus")
 
@@ -146,7 +144,7 @@ class PairedUnit:
 
 @dataclass
 class MaskedUnit:
-    """Trainer-ready columns of one unit (see :data:`mlmcorpus.writers.COLUMNS`) and its counts."""
+    """One unit's masked rows as :data:`mlmcorpus.writers.COMPACT` columns, and its counts."""
 
     unit_id: int
     columns: dict[str, np.ndarray]
@@ -202,6 +200,7 @@ class MaskVocab:
     special_ids: np.ndarray
     mask_id: int
     random_ids: np.ndarray
+    vocab_size: int
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> MaskVocab:
@@ -210,23 +209,17 @@ class MaskVocab:
         sp = tokenizer.special_ids
         never = {sp.cls, sp.sep, sp.pad, sp.mask} | set(range(tokenizer.base_size, tokenizer.vocab_size))
         specials = np.array(sorted(never), dtype=np.int32)
-        return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids())
+        return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids(), tokenizer.vocab_size)
 
 
 def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, seed: int, max_seq_length: int) -> MaskedUnit:
     """Apply BERT masking to a paired unit with the unit's own generator."""
     rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
     m = mask_batch(paired.input_ids, paired.lengths, vocab.special_ids, vocab.mask_id, vocab.random_ids, mask_config, rng)
-    columns = {
-        "input_ids": m.input_ids,
-        "token_type_ids": token_type_ids(paired.lengths, paired.a_len, max_seq_length),
-        "attention_mask": attention_mask(paired.lengths, max_seq_length),
-        "labels": m.labels,
-        "next_sentence_label": paired.next_sentence_label.astype(np.int64),
-        "masked_lm_positions": m.masked_lm_positions,
-        "masked_lm_ids": m.masked_lm_ids,
-        "lengths": paired.lengths,
-    }
+    columns = compact_columns(
+        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label,
+        m.masked_lm_positions, m.masked_lm_ids, vocab.vocab_size,
+    )
     return MaskedUnit(paired.unit_id, columns, paired.stats, m.counts)
 
 

@@ -23,7 +23,7 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.pairs import PairStats, Segments
 from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
-from mlmcorpus.writers import COLUMNS, output_schema
+from mlmcorpus.writers import COMPACT, id_dtype
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -61,8 +61,18 @@ def _segments_schema() -> pa.Schema:
 
 
 def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -> pa.Schema:
-    base = output_schema(max_seq_length, max_predictions, vocab_size)
-    return base.append(pa.field("lengths", pa.int32(), nullable=False))
+    """The compact columns (:data:`mlmcorpus.writers.COMPACT`); `write` expands them."""
+    ids = pa.from_numpy_dtype(id_dtype(vocab_size))
+    return pa.schema(
+        [
+            pa.field("input_ids", pa.list_(ids, max_seq_length), nullable=False),
+            pa.field("lengths", pa.int32(), nullable=False),
+            pa.field("a_len", pa.int32(), nullable=False),
+            pa.field("next_sentence_label", pa.int8(), nullable=False),
+            pa.field("masked_lm_positions", pa.list_(pa.int32(), max_predictions), nullable=False),
+            pa.field("masked_lm_ids", pa.list_(ids, max_predictions), nullable=False),
+        ]
+    )
 
 
 def _to_arrow(arr: np.ndarray, t: pa.DataType) -> pa.Array:
@@ -220,5 +230,5 @@ def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:
 
 
 def masked_from(unit: dict, arrays: dict[str, np.ndarray]) -> MaskedUnit:
-    columns = {name: arrays[name] for name in (*COLUMNS, "lengths")}
+    columns = {name: arrays[name] for name in COMPACT}
     return MaskedUnit(unit["unit_id"], columns, _pair_stats_from(unit["pairs"]), np.array(unit["masked"], dtype=np.int64))

@@ -26,6 +26,9 @@ from mlmcorpus.errors import OutputError
 __all__ = [
     "FORMAT_VERSION",
     "COLUMNS",
+    "COMPACT",
+    "compact_columns",
+    "expand",
     "id_dtype",
     "output_schema",
     "ShardInfo",
@@ -47,6 +50,61 @@ COLUMNS = (
     "masked_lm_positions",  # int32[P], ascending, 0-padded
     "masked_lm_ids",  # ids[P], 0-padded
 )
+
+
+#: What travels between workers, stages and the shuffle: the full columns follow from these
+#: (``expand``), at a fifth of the bytes.  ``a_len`` is the length of segment A.
+COMPACT = ("input_ids", "lengths", "a_len", "next_sentence_label", "masked_lm_positions", "masked_lm_ids")
+
+
+def compact_columns(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    a_len: np.ndarray,
+    next_sentence_label: np.ndarray,
+    masked_lm_positions: np.ndarray,
+    masked_lm_ids: np.ndarray,
+    vocab_size: int,
+) -> dict[str, np.ndarray]:
+    ids = id_dtype(vocab_size)
+    return {
+        "input_ids": input_ids.astype(ids, copy=False),
+        "lengths": lengths.astype(np.int32, copy=False),
+        "a_len": a_len.astype(np.int32, copy=False),
+        "next_sentence_label": next_sentence_label.astype(np.int8, copy=False),
+        "masked_lm_positions": masked_lm_positions.astype(np.int32, copy=False),
+        "masked_lm_ids": masked_lm_ids.astype(ids, copy=False),
+    }
+
+
+def expand(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The shard columns (:data:`COLUMNS`, plus ``lengths``) from the compact ones.
+
+    ``labels`` hold ``masked_lm_ids`` at ``masked_lm_positions`` (position 0, the
+    [CLS], marks padding) and -100 elsewhere; ``token_type_ids`` are 1 from the
+    token after the first [SEP] (at ``a_len + 1``) to the end; ``attention_mask``
+    is 1 on the first ``lengths`` tokens.
+    """
+    ids = compact["input_ids"]
+    n, L = ids.shape
+    lengths = compact["lengths"].astype(np.int64)
+    a_len = compact["a_len"].astype(np.int64)
+    pos = compact["masked_lm_positions"].astype(np.int64)
+    cols = np.arange(L)[None, :]
+    labels = np.full((n, L), -100, dtype=np.int64)
+    valid = pos > 0
+    rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
+    labels[rows[valid], pos[valid]] = compact["masked_lm_ids"][valid]
+    return {
+        "input_ids": ids,
+        "token_type_ids": ((cols >= a_len[:, None] + 2) & (cols < lengths[:, None])).astype(np.int8),
+        "attention_mask": (cols < lengths[:, None]).astype(np.int8),
+        "labels": labels,
+        "next_sentence_label": compact["next_sentence_label"].astype(np.int64),
+        "masked_lm_positions": compact["masked_lm_positions"],
+        "masked_lm_ids": compact["masked_lm_ids"],
+        "lengths": lengths,
+    }
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -106,8 +164,8 @@ class ShardInfo:
 class ShardWriter(ABC):
     """Buffers rows and cuts shards and row groups at fixed row counts.
 
-    ``write(columns)`` takes a dict of the arrays in :data:`COLUMNS` (plus
-    ``lengths``, int[n], used to count tokens); ``close()`` finishes the last
+    ``write(columns)`` takes a dict of the :data:`COMPACT` arrays;
+    ``close()`` finishes the last
     shard, renames all shards to their final names and returns their infos.
     """
 
@@ -124,7 +182,7 @@ class ShardWriter(ABC):
         else:
             self.shard_rows = config.shard_rows
         self.group_rows = max(1, min(config.row_group_rows, self.shard_rows))
-        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in (*COLUMNS, "lengths")}
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in COMPACT}
         self._pending_rows = 0
         self._shards: list[ShardInfo] = []
         self._tmp_paths: list[str] = []
@@ -151,14 +209,12 @@ class ShardWriter(ABC):
 
     # -- public
     def write(self, columns: dict[str, np.ndarray]) -> None:
+        """Buffer rows given as :data:`COMPACT` columns; full columns are built per row group."""
         n = len(columns["next_sentence_label"])
         if n == 0:
             return
         for name in self._pending:
-            arr = columns[name]
-            if name in self.types:
-                arr = arr.astype(self.types[name][0], copy=False)
-            self._pending[name].append(arr)
+            self._pending[name].append(columns[name])
         self._pending_rows += n
         self._drain(final=False)
 
@@ -206,7 +262,9 @@ class ShardWriter(ABC):
             if self._pending_rows < n and not final:
                 return
             n = min(n, self._pending_rows)
-            cols = self._take(n)
+            cols = expand(self._take(n))
+            for name, (dtype, _) in self.types.items():
+                cols[name] = cols[name].astype(dtype, copy=False)
             if not self._open:
                 tmp = os.path.join(self.out_dir, f".tmp-train-{len(self._shards):05d}{self.suffix}")
                 self._tmp_paths.append(tmp)

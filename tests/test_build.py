@@ -188,14 +188,12 @@ def test_writer_bytes_do_not_depend_on_batching(tmp_path):
     rng = np.random.default_rng(0)
     n, L, P = 1000, 16, 4
     cols = {
-        "input_ids": rng.integers(0, 500, (n, L)),
-        "token_type_ids": rng.integers(0, 2, (n, L)),
-        "attention_mask": np.ones((n, L)),
-        "labels": rng.integers(-100, 500, (n, L)),
-        "next_sentence_label": rng.integers(0, 2, n),
-        "masked_lm_positions": rng.integers(0, L, (n, P)),
-        "masked_lm_ids": rng.integers(0, 500, (n, P)),
-        "lengths": np.full(n, L),
+        "input_ids": rng.integers(0, 500, (n, L)).astype(np.uint16),
+        "lengths": rng.integers(5, L + 1, n).astype(np.int32),
+        "a_len": rng.integers(1, 3, n).astype(np.int32),
+        "next_sentence_label": rng.integers(0, 2, n).astype(np.int8),
+        "masked_lm_positions": np.sort(rng.integers(0, L, (n, P)), axis=1).astype(np.int32),
+        "masked_lm_ids": rng.integers(0, 500, (n, P)).astype(np.uint16),
     }
     digests = []
     for i, cuts in enumerate(([1000], [1, 2, 997], [333, 333, 334], [10] * 100)):

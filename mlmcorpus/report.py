@@ -634,7 +634,7 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
 
     listed = {e.get("file") for e in corpus.shards}
     for name in sorted(os.listdir(corpus.out_dir)):
-        if (name.startswith("train-") or name.startswith(".tmp-train-")) and name not in listed:
+        if name.startswith(("train-", ".tmp-train-", ".tmp-shuffle")) and name not in listed:
             fail("stray", f"{name}: shard file not listed in the manifest")
     m = corpus.manifest or {}
     totals = m.get("totals") if isinstance(m.get("totals"), dict) else {}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlmcorpus.hashing import sha256_file as _sha256
 from mlmcorpus.errors import InputError
 from mlmcorpus.writers import COLUMNS, FORMAT_VERSION, _column_types, output_schema
 
@@ -249,12 +250,6 @@ def _params_from_schema(path: str, fmt: str) -> CorpusParams:
 # ---------------------------------------------------------------- scanning a shard
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _iter_batches(path: str, fmt: str, batch_rows: int = 8192) -> Iterator[dict[str, np.ndarray]]:
@@ -708,6 +703,21 @@ def _histogram(console: Any, title: str, hist: dict[str, int], buckets: int = 16
     console.print(table)
 
 
+def _share_table(console: Any, title: str, first: str, colour: str, rows: list[tuple[str, int, float]]) -> None:
+    """label | bar | count | observed share | expected share."""
+    from rich.table import Table
+
+    total = sum(count for _, count, _ in rows) or 1
+    t = Table(title=title, box=None, padding=(0, 1))
+    t.add_column(first)
+    t.add_column("")
+    for col in ("count", "share", "expected"):
+        t.add_column(col, justify="right")
+    for label, count, expected in rows:
+        t.add_row(label, f"[{colour}]{_bar(count, total, 30)}[/]", f"{count:,}", f"{count / total:.1%}", f"{expected:.0%}")
+    console.print(t)
+
+
 def render(report: dict, console: Any) -> None:
     """Draw the report on a rich console (stderr or stdout)."""
     from rich.panel import Panel
@@ -740,31 +750,15 @@ def render(report: dict, console: Any) -> None:
     _histogram(console, "sequence length (tokens)", d["sequence_length"])
     _histogram(console, "masked positions per sequence", d["masked_per_sequence"])
     nsp = d["nsp"]
-    total = (nsp["actual_next"] + nsp["random_next"]) or 1
-    t = Table(title="next sentence label", box=None, padding=(0, 1))
-    t.add_column("label")
-    t.add_column("")
-    t.add_column("count", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("expected", justify="right")
     exp_random = nsp.get("expected_random_ratio", 0.5)
-    for label, key, exp in (("0 actual next", "actual_next", 1 - exp_random), ("1 random", "random_next", exp_random)):
-        t.add_row(label, f"[green]{_bar(nsp[key], total, 30)}[/]", f"{nsp[key]:,}", f"{nsp[key] / total:.1%}", f"{exp:.0%}")
-    console.print(t)
+    _share_table(console, "next sentence label", "label", "green",
+                 [("0 actual next", nsp["actual_next"], 1 - exp_random), ("1 random", nsp["random_next"], exp_random)])
     mk = d["masked"]
     if not report.get("manifest"):
         console.print(f"masked positions: {sum(int(k) * v for k, v in d['masked_per_sequence'].items()):,} "
                       "(split into [MASK]/random/unchanged unknown without the manifest's special ids)")
-    t = Table(title="masked positions", box=None, padding=(0, 1))
-    t.add_column("becomes")
-    t.add_column("")
-    t.add_column("count", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("expected", justify="right")
-    tm = mk["total"] or 1
-    for label, key, exp in zip(("[MASK]", "random token", "unchanged"), ("mask", "random", "keep"), mk["expected_ratios"]):
-        t.add_row(label, f"[magenta]{_bar(mk[key], tm, 30)}[/]", f"{mk[key]:,}", f"{mk[key] / tm:.1%}", f"{exp:.0%}")
-    console.print(t)
+    _share_table(console, "masked positions", "becomes", "magenta",
+                 list(zip(("[MASK]", "random token", "unchanged"), (mk["mask"], mk["random"], mk["keep"]), mk["expected_ratios"])))
     if mk.get("mask_rate") is not None:
         console.print(f"mask rate {mk['mask_rate']:.2%} of maskable tokens (masked_lm_prob {mk['masked_lm_prob']}, "
                       "capped by max_predictions_per_seq)")

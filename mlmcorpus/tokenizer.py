@@ -16,7 +16,6 @@ render as different characters.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -27,12 +26,13 @@ import tempfile
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from itertools import chain, islice
 
 import numpy as np
 
 from mlmcorpus import __version__
+from mlmcorpus.hashing import sha256_file as file_sha256
 from mlmcorpus.errors import ConfigError, TokenizerError
 
 __all__ = [
@@ -109,12 +109,6 @@ class EncodedBatch:
         return cls(ids, offsets)
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Tokenizer(ABC):

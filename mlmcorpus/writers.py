@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlmcorpus.config import OutputConfig
+from mlmcorpus.hashing import sha256_file
 from mlmcorpus.errors import OutputError
 
 __all__ = [
@@ -135,12 +136,6 @@ def output_schema(max_seq_length: int, max_predictions: int, vocab_size: int) ->
     return pa.schema(fields, metadata={b"mlmcorpus.format_version": str(FORMAT_VERSION).encode()})
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -12,7 +12,6 @@ ratio, a 1-point shift, a biased position) give p-values below 1e-30.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from mlmcorpus.config import OutputConfig
 from mlmcorpus.hashing import sha256_file
 from mlmcorpus.errors import OutputError
+from mlmcorpus.pairs import attention_mask, token_type_ids
 
 __all__ = [
     "FORMAT_VERSION",
@@ -91,15 +92,14 @@ def expand(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     lengths = compact["lengths"].astype(np.int64)
     a_len = compact["a_len"].astype(np.int64)
     pos = compact["masked_lm_positions"].astype(np.int64)
-    cols = np.arange(L)[None, :]
     labels = np.full((n, L), -100, dtype=np.int64)
     valid = pos > 0
     rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
     labels[rows[valid], pos[valid]] = compact["masked_lm_ids"][valid]
     return {
         "input_ids": ids,
-        "token_type_ids": ((cols >= a_len[:, None] + 2) & (cols < lengths[:, None])).astype(np.int8),
-        "attention_mask": (cols < lengths[:, None]).astype(np.int8),
+        "token_type_ids": token_type_ids(lengths, a_len, L),
+        "attention_mask": attention_mask(lengths, L),
         "labels": labels,
         "next_sentence_label": compact["next_sentence_label"].astype(np.int64),
         "masked_lm_positions": compact["masked_lm_positions"],

@@ -7,8 +7,8 @@ back in groups that fit ``memory_mb``, each group is permuted with a generator
 keyed by (seed, group) and handed on.  Every output shard then mixes rows from
 all over the corpus, memory is bounded by one group, and the result depends
 only on the rows, the seed and the configuration — never on the number of
-workers.  Spill files are lz4-compressed Arrow IPC under a temporary folder
-that is removed at the end or on failure.
+workers.  Spill files are Arrow IPC files (one per unit, memory-mapped when
+read back) under a temporary folder that is removed at the end or on failure.
 """
 
 from __future__ import annotations
@@ -52,7 +52,13 @@ def _from_table(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 class TwoStageShuffle:
-    """Scatter rows to on-disk buckets, then yield them back bucket group by group, shuffled."""
+    """Scatter rows to buckets, then yield them back bucket group by group, shuffled.
+
+    Stage 1 writes each unit once, its rows sorted by target bucket (a stable sort,
+    so a bucket keeps unit order), to an uncompressed Arrow file with the bucket
+    offsets kept here; stage 2 memory-maps those files and takes the slices of
+    the group's buckets, bucket by bucket and unit by unit.
+    """
 
     def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
         self.dir = os.path.join(out_dir, SHUFFLE_DIR)
@@ -61,12 +67,9 @@ class TwoStageShuffle:
         self.memory_bytes = memory_mb * 1e6
         self.rows = np.zeros(buckets, dtype=np.int64)
         self.bytes = np.zeros(buckets, dtype=np.int64)
-        self._writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * buckets
+        self._units: list[tuple[str, np.ndarray]] = []  # (file, bucket offsets int64[buckets + 1])
         self._names: list[str] | None = None
         os.makedirs(self.dir, exist_ok=True)
-
-    def _path(self, b: int) -> str:
-        return os.path.join(self.dir, f"bucket-{b:05d}.arrow")
 
     def add(self, unit_id: int, cols: dict[str, np.ndarray]) -> None:
         """Stage 1: scatter one unit's rows (call in unit order)."""
@@ -78,25 +81,19 @@ class TwoStageShuffle:
         target = unit_generator(self.seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, self.buckets, size=n)
         order = np.argsort(target, kind="stable")
         counts = np.bincount(target, minlength=self.buckets)
-        starts = np.concatenate([[0], np.cumsum(counts)])
+        offsets = np.zeros(self.buckets + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        batch = _to_batch({k: v[order] for k, v in cols.items()}, self._names)
+        path = os.path.join(self.dir, f"unit-{unit_id:07d}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        self._units.append((path, offsets))
         row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
-        for b in np.flatnonzero(counts):
-            take = order[starts[b] : starts[b + 1]]
-            batch = _to_batch({k: v[take] for k, v in cols.items()}, self._names)
-            w = self._writers[b]
-            if w is None:
-                w = pa.ipc.new_file(self._path(b), batch.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
-                self._writers[b] = w
-            w.write_batch(batch)
-            self.rows[b] += len(take)
-            self.bytes[b] += len(take) * row_bytes
+        self.rows += counts
+        self.bytes += counts * row_bytes
 
     def drain(self) -> Iterator[dict[str, np.ndarray]]:
         """Stage 2: groups of consecutive buckets within the memory budget, each permuted."""
-        for w in self._writers:
-            if w is not None:
-                w.close()
-        self._writers = [None] * self.buckets
         group: list[int] = []
         size = 0
         g = 0
@@ -113,20 +110,25 @@ class TwoStageShuffle:
             yield self._read_group(group, g)
 
     def _read_group(self, group: list[int], g: int) -> dict[str, np.ndarray]:
+        maps = []
         tables = []
-        for b in group:
-            with pa.memory_map(self._path(b)) as source:
-                tables.append(pa.ipc.open_file(source).read_all())
-            os.unlink(self._path(b))  # read once: free the disk as we go
-        cols = _from_table(pa.concat_tables(tables))
+        try:
+            units = []
+            for path, offsets in self._units:
+                source = pa.memory_map(path)
+                maps.append(source)
+                units.append((pa.ipc.open_file(source).get_batch(0), offsets))
+            for b in group:  # bucket by bucket, unit by unit: the order stage 1 promised
+                for batch, offsets in units:
+                    n = int(offsets[b + 1] - offsets[b])
+                    if n:
+                        tables.append(batch.slice(int(offsets[b]), n))
+            cols = _from_table(pa.Table.from_batches(tables))
+        finally:
+            for source in maps:
+                source.close()
         perm = unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(len(cols["next_sentence_label"]))
         return {k: v[perm] for k, v in cols.items()}
 
     def cleanup(self) -> None:
-        for w in self._writers:
-            if w is not None:
-                try:
-                    w.close()
-                except Exception:
-                    pass
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -96,7 +96,7 @@ class OutputConfig:
     shard_rows: int = 100_000
     shard_mb: float | None = None
     row_group_rows: int = 8192
-    compression_level: int = 3
+    compression_level: int = 1
     shuffle: bool = True
     shuffle_buckets: int = 256
     shuffle_mb: float = 128.0

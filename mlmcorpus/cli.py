@@ -65,6 +65,13 @@ def _parse_size(value: str) -> int:
     return n
 
 
+def _apply(options: list[Callable], f: Callable) -> Callable:
+    """Decorate ``f`` with a group of click options, first option first in --help."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def reader_options(f: Callable) -> Callable:
     """Options shared by every command that reads raw text."""
     options = [
@@ -114,9 +121,7 @@ def reader_options(f: Callable) -> Callable:
         ),
         click.option("--strict", is_flag=True, help="Make malformed records an error (file:line) instead of a counted skip."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _reader_config(kw: dict) -> ReaderConfig:
@@ -175,9 +180,7 @@ def train_options(f: Callable) -> Callable:
                      default="nfkc_hangul", show_default=True,
                      help="sentencepiece normalisation; nfkc_hangul is NFKC that keeps Hangul jamo as written."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _train_config(kw: dict, seed: int, threads: int | None = None) -> Any:
@@ -208,9 +211,7 @@ def pair_options(f: Callable) -> Callable:
         click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
                      help="A work unit also closes at this many characters of text."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
@@ -241,9 +242,7 @@ def mask_options(f: Callable) -> Callable:
         click.option("--mask-ratios", default="0.8,0.1,0.1", show_default=True, callback=_parse_ratios,
                      help="What chosen tokens become: [MASK],random,unchanged."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _mask_config(kw: dict) -> MaskConfig:
@@ -283,9 +282,7 @@ def output_options(f: Callable) -> Callable:
                      help="Memory for one shuffle group of buckets (uncompressed rows)."),
         click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _output_config(kw: dict) -> OutputConfig:

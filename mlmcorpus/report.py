@@ -24,7 +24,7 @@ import numpy as np
 
 from mlmcorpus.hashing import sha256_file as _sha256
 from mlmcorpus.errors import InputError
-from mlmcorpus.writers import COLUMNS, FORMAT_VERSION, _column_types, output_schema
+from mlmcorpus.writers import COLUMNS, FORMAT_VERSION, _column_types, output_schema, to_numpy
 
 __all__ = [
     "ALPHA",
@@ -254,19 +254,11 @@ def _params_from_schema(path: str, fmt: str) -> CorpusParams:
 
 def _iter_batches(path: str, fmt: str, batch_rows: int = 8192) -> Iterator[dict[str, np.ndarray]]:
     if fmt == "parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
-            out = {}
-            for name in COLUMNS:
-                col = batch.column(name)
-                if isinstance(col.type, pa.FixedSizeListType):
-                    out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-                else:
-                    out[name] = col.to_numpy(zero_copy_only=False)
-            yield out
+            yield {name: to_numpy(batch.column(name)) for name in COLUMNS}
         return
     arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r", allow_pickle=False) for name in COLUMNS}
     n = len(arrays["input_ids"])

@@ -21,34 +21,13 @@ import numpy as np
 import pyarrow as pa
 
 from mlmcorpus.rng import Purpose, unit_generator
+from mlmcorpus.writers import to_arrow, to_numpy
 
 __all__ = ["TwoStageShuffle", "SHUFFLE_DIR"]
 
 SHUFFLE_DIR = ".tmp-shuffle"
 # Generator purposes beyond the unit's own: scatter keyed by unit, permutation keyed by group.
 _SCATTER, _GROUP = 1, 2
-
-
-def _to_batch(cols: dict[str, np.ndarray], names: list[str]) -> pa.RecordBatch:
-    arrays = []
-    for name in names:
-        a = np.ascontiguousarray(cols[name])
-        if a.ndim == 2:
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1]))
-        else:
-            arrays.append(pa.array(a))
-    return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def _from_table(table: pa.Table) -> dict[str, np.ndarray]:
-    out = {}
-    for name in table.column_names:
-        col = table.column(name).combine_chunks()
-        if isinstance(col.type, pa.FixedSizeListType):
-            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-        else:
-            out[name] = col.to_numpy(zero_copy_only=False)
-    return out
 
 
 class TwoStageShuffle:
@@ -83,7 +62,7 @@ class TwoStageShuffle:
         counts = np.bincount(target, minlength=self.buckets)
         offsets = np.zeros(self.buckets + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        batch = _to_batch({k: v[order] for k, v in cols.items()}, self._names)
+        batch = pa.RecordBatch.from_arrays([to_arrow(cols[k][order]) for k in self._names], names=self._names)
         path = os.path.join(self.dir, f"unit-{unit_id:07d}.arrow")
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch)
@@ -123,7 +102,8 @@ class TwoStageShuffle:
                     n = int(offsets[b + 1] - offsets[b])
                     if n:
                         tables.append(batch.slice(int(offsets[b]), n))
-            cols = _from_table(pa.Table.from_batches(tables))
+            table = pa.Table.from_batches(tables)
+            cols = {name: to_numpy(table.column(name)) for name in table.column_names}
         finally:
             for source in maps:
                 source.close()

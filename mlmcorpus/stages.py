@@ -23,7 +23,7 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.pairs import PairStats, Segments
 from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
-from mlmcorpus.writers import COMPACT, id_dtype
+from mlmcorpus.writers import COMPACT, id_dtype, to_arrow, to_numpy
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -75,21 +75,12 @@ def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -
     )
 
 
-def _to_arrow(arr: np.ndarray, t: pa.DataType) -> pa.Array:
-    if isinstance(t, pa.FixedSizeListType):
-        flat = np.ascontiguousarray(arr).reshape(-1).astype(t.value_type.to_pandas_dtype(), copy=False)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat), t.list_size)
-    return pa.array(np.ascontiguousarray(arr).astype(t.to_pandas_dtype(), copy=False))
-
-
 def _to_numpy(col: pa.Array) -> np.ndarray:
     if isinstance(col.type, pa.ListType):  # ragged: (offsets int64[n + 1] from 0, values)
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)
         return offsets - offsets[0], values[offsets[0] : offsets[-1]]  # type: ignore[return-value]
-    if isinstance(col.type, pa.FixedSizeListType):
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-    return col.to_numpy(zero_copy_only=False)
+    return to_numpy(col)
 
 
 def _pair_stats_json(s: PairStats) -> dict:
@@ -126,7 +117,7 @@ class StageWriter:
         self._writer = pa.ipc.new_stream(sink, self.schema)
 
     def _write(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        cols = [_to_arrow(arrays[f.name], f.type) for f in self.schema]
+        cols = [to_arrow(arrays[f.name], f.type) for f in self.schema]
         self._write_batch(pa.RecordBatch.from_arrays(cols, schema=self.schema), meta)
 
     def _write_batch(self, batch: pa.RecordBatch, meta: dict) -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "COMPACT",
     "compact_columns",
     "expand",
+    "to_arrow",
+    "to_numpy",
     "id_dtype",
     "output_schema",
     "ShardInfo",
@@ -106,6 +108,29 @@ def expand(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "masked_lm_ids": compact["masked_lm_ids"],
         "lengths": lengths,
     }
+
+
+def to_arrow(arr: np.ndarray, type: pa.DataType | None = None) -> pa.Array:
+    """A NumPy column as Arrow: 2-D arrays become fixed-size lists (one per row), without copying
+    when the values already have the target type."""
+    a = np.ascontiguousarray(arr)
+    if a.ndim == 2:
+        values = a.reshape(-1)
+        if type is not None:
+            values = values.astype(type.value_type.to_pandas_dtype(), copy=False)
+        return pa.FixedSizeListArray.from_arrays(pa.array(values), a.shape[1])
+    if type is not None:
+        a = a.astype(type.to_pandas_dtype(), copy=False)
+    return pa.array(a)
+
+
+def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The inverse of :func:`to_arrow`: fixed-size lists become a 2-D array."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if isinstance(col.type, pa.FixedSizeListType):
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -296,13 +321,7 @@ class ParquetShardWriter(ShardWriter):
         )
 
     def _write_group(self, cols: dict[str, np.ndarray]) -> None:
-        arrays = []
-        for name in COLUMNS:
-            arr = cols[name]
-            if arr.ndim == 2:
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1]))
-            else:
-                arrays.append(pa.array(arr))
+        arrays = [to_arrow(cols[name]) for name in COLUMNS]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(arrays[0]))
 
     def _close_shard(self) -> None:

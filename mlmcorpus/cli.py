@@ -365,17 +365,17 @@ def tokenizer_load_options(f: Callable) -> Callable:
     return f
 
 
-def _tokenizer_spec(path: str | None, kw: dict) -> Any:
+def _tokenizer_spec(path: str | None, kw: dict) -> tuple[Any, Any]:
+    """(TokenizerSpec, loaded tokenizer) for --tokenizer, or (None, None) to train one."""
     from mlmcorpus.pipeline import TokenizerSpec
 
     lowercase, add = kw.pop("lowercase"), kw.pop("add_special_tokens")
     if path is None:
         if lowercase is not None or add:
             raise ConfigError("--lowercase/--add-special-tokens apply to a --tokenizer you pass, not to a trained one")
-        return None
+        return None, None
     spec = TokenizerSpec(path, lowercase, add)
-    spec.load()  # fail early, with the loader's message, before any work
-    return spec
+    return spec, spec.load()  # loaded now: fail early, with the loader's message, before any work
 
 
 def _build_summary(manifest: dict, out_dir: str, seconds: float) -> str:
@@ -435,7 +435,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
 
     setup_logging(quiet)
     reader = _reader_config(kw)
-    spec = _tokenizer_spec(tokenizer_path, kw)
+    spec, _ = _tokenizer_spec(tokenizer_path, kw)
     train = _train_config(kw, seed)
     pairs, units = _pair_unit_configs(kw)
     config = BuildConfig(pairs=pairs, mask=_mask_config(kw), units=units, output=_output_config(kw), seed=seed)
@@ -497,11 +497,10 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     setup_logging(quiet)
     _refuse_terminal_stdout("pairs")
     reader = _reader_config(kw)
-    spec = _tokenizer_spec(tokenizer_path, kw)
+    spec, tok = _tokenizer_spec(tokenizer_path, kw)
     pair_cfg, units = _pair_unit_configs(kw)
     config = BuildConfig(pairs=pair_cfg, units=units, seed=DEFAULT_SEED if seed is None else seed)
     srcs = resolve_sources(sources or ("-",), reader.input_format)
-    tok = spec.load()
     header = {
         "config": {**config.as_dict(), "seed": seed, "reader": vars(reader)},
         "tokenizer": tokenizer_record(tok, spec, False),

@@ -40,9 +40,17 @@ from mlmcorpus.pairs import (
 from mlmcorpus.engines.local import map_ordered
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
-from mlmcorpus.shuffle import TwoStageShuffle
+from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
-from mlmcorpus.writers import FORMAT_VERSION, ShardInfo, compact_columns, make_writer
+from mlmcorpus.writers import (
+    FORMAT_VERSION,
+    ShardInfo,
+    compact_columns,
+    finish_shards,
+    make_writer,
+    remove_partial_shards,
+    shard_rows,
+)
 
 log = logging.getLogger("mlmcorpus")
 
@@ -144,12 +152,17 @@ class PairedUnit:
 
 @dataclass
 class MaskedUnit:
-    """One unit's masked rows as :data:`mlmcorpus.writers.COMPACT` columns, and its counts."""
+    """One unit's masked rows as :data:`mlmcorpus.writers.COMPACT` columns, and its counts.
+
+    When the worker already scattered the rows for the shuffle, ``columns`` is
+    None and ``spill`` says where they went.
+    """
 
     unit_id: int
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray] | None
     pair_stats: PairStats
     mask_counts: np.ndarray
+    spill: SpillUnit | None = None
 
 
 @dataclass
@@ -227,21 +240,33 @@ def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, see
 _WORKER: dict = {}
 
 
-def init_worker(spec: TokenizerSpec, config: BuildConfig) -> None:
+def _quiet_worker() -> None:
     import signal
 
     if mp.parent_process() is not None:
         # Ctrl-C goes to the whole process group: the parent stops the pool; workers stay quiet.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def init_worker(spec: TokenizerSpec, config: BuildConfig, spill_dir: str | None = None) -> None:
+    """Load the tokenizer once per worker; with ``spill_dir`` units also do the shuffle's stage 1."""
+    _quiet_worker()
     tok = spec.load(threads=1)
-    _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config)
+    _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config, spill_dir=spill_dir)
 
 
 def process_unit(unit: Unit) -> MaskedUnit:
     """The whole per-unit job (runs in a worker after :func:`init_worker`)."""
     tok, vocab, config = _WORKER["tokenizer"], _WORKER["vocab"], _WORKER["config"]
     paired = pair_unit(unit, tok, config)
-    return mask_unit(paired, vocab, config.mask, config.seed, config.pairs.max_seq_length)
+    masked = mask_unit(paired, vocab, config.mask, config.seed, config.pairs.max_seq_length)
+    spill_dir = _WORKER.get("spill_dir")
+    if spill_dir is not None:
+        # Scatter here rather than in the parent: the rows never cross the process boundary.
+        o = config.output
+        masked.spill = scatter(spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
+        masked.columns = None
+    return masked
 
 
 def pair_only(unit: Unit) -> PairedUnit:
@@ -329,6 +354,51 @@ def prepare_output_dir(out_dir: str, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: output directory is not writable")
 
 
+# Per-process state of the shuffle's stage 2 (inherited by forked workers, never pickled).
+_STAGE2: dict = {}
+
+
+def _init_stage2(state: dict) -> None:
+    _quiet_worker()
+    _STAGE2.clear()
+    _STAGE2.update(state)
+
+
+def _write_shuffled_shard(k: int) -> tuple[str, ShardInfo]:
+    """Write output shard ``k`` of the shuffled rows: its slice of the permuted groups, in order."""
+    st = _STAGE2
+    shuffler: TwoStageShuffle = st["shuffler"]
+    config: BuildConfig = st["config"]
+    per_shard = st["shard_rows"]
+    lo = k * per_shard
+    hi = min(lo + per_shard, st["total_rows"])
+    writer = make_writer(
+        st["out_dir"], config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq,
+        st["vocab_size"], first_shard=k,
+    )
+    g_lo = 0
+    for g, n in enumerate(shuffler.group_rows):
+        g_hi = g_lo + n
+        if g_lo < hi and g_hi > lo:
+            writer.write(shuffler.read_rows(g, max(lo, g_lo) - g_lo, min(hi, g_hi) - g_lo))
+        g_lo = g_hi
+    (part,) = writer.close_parts()
+    return part
+
+
+def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, workers: int) -> list[ShardInfo]:
+    """Stage 2: every output shard from its own rows of the permuted groups, ``workers`` at a time."""
+    total = int(shuffler.rows.sum())
+    per_shard = shard_rows(config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+    n_shards = -(-total // per_shard)
+    state = {
+        "shuffler": shuffler, "config": config, "out_dir": out_dir, "vocab_size": vocab_size,
+        "shard_rows": per_shard, "total_rows": total,
+    }
+    parts = list(map_ordered(_write_shuffled_shard, range(n_shards), min(workers, n_shards), _init_stage2, (state,)))
+    return finish_shards(out_dir, parts)
+
+
 def write_shards(
     results: Iterable[MaskedUnit],
     out_dir: str,
@@ -336,14 +406,23 @@ def write_shards(
     vocab_size: int,
     stats: BuildStats,
     on_unit: Callable[[MaskedUnit], None] | None = None,
+    workers: int = 1,
 ) -> list[ShardInfo]:
-    """Write every unit's rows, in order; temporary files are removed on failure."""
+    """Write every unit's rows, in order; temporary files are removed on failure.
+
+    With the shuffle on, units either arrive already scattered (``spill``) or are
+    scattered here; the shards are then written by ``workers`` processes.
+    """
     o = config.output
     writer = make_writer(out_dir, o, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
     shuffler = TwoStageShuffle(out_dir, config.seed, o.shuffle_buckets, o.shuffle_mb) if o.shuffle else None
     try:
         for unit in results:
-            if shuffler is not None:
+            if unit.spill is not None:
+                shuffler.register(unit.spill)
+            elif unit.columns is None:
+                pass  # scattered by a worker, but no rows
+            elif shuffler is not None:
                 shuffler.add(unit.unit_id, unit.columns)
             else:
                 writer.write(unit.columns)
@@ -351,14 +430,16 @@ def write_shards(
             if on_unit is not None:
                 on_unit(unit)
         if shuffler is not None:
-            for cols in shuffler.drain():
-                writer.write(cols)
-        shards = writer.close()
-    except OSError as e:
+            shards = _write_shuffled(shuffler, out_dir, config, vocab_size, workers) if shuffler.rows.any() else []
+        else:
+            shards = writer.close()
+    except BaseException as e:
+        if hasattr(results, "close"):
+            results.close()  # stop the workers before cleaning up after them
         writer.abort()
-        raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
-    except BaseException:
-        writer.abort()
+        remove_partial_shards(out_dir)
+        if isinstance(e, OSError):
+            raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
         raise
     finally:
         if shuffler is not None:
@@ -501,8 +582,10 @@ def build(
     if on_phase:
         on_phase("building")
     documents = iter_documents(sources, reader, stats.read, on_progress=on_progress)
-    results = map_ordered(process_unit, iter_units(documents, config.units), workers, init_worker, (tokenizer, config))
-    shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit)
+    spill_dir = os.path.join(out_dir, SHUFFLE_DIR) if config.output.shuffle else None
+    units = iter_units(documents, config.units)
+    results = map_ordered(process_unit, units, workers, init_worker, (tokenizer, config, spill_dir))
+    shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, workers=workers)
     return write_manifest(
         out_dir,
         config=config,

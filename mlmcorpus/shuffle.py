@@ -1,14 +1,17 @@
 """Global mixing without global memory: a seeded two-stage shuffle.
 
-Stage 1 (:meth:`TwoStageShuffle.add`): each unit scatters its rows over
-``buckets`` spill files with a draw from the unit's own generator, in unit
-order.  Stage 2 (:meth:`TwoStageShuffle.drain`): consecutive buckets are read
-back in groups that fit ``memory_mb``, each group is permuted with a generator
-keyed by (seed, group) and handed on.  Every output shard then mixes rows from
-all over the corpus, memory is bounded by one group, and the result depends
-only on the rows, the seed and the configuration — never on the number of
-workers.  Spill files are Arrow IPC files (one per unit, memory-mapped when
-read back) under a temporary folder that is removed at the end or on failure.
+Stage 1 (:func:`scatter`, run by the worker that made the unit): each unit
+scatters its rows over ``buckets`` buckets with a draw from the unit's own
+generator and writes them once, sorted by bucket, to a spill file.  Stage 2:
+consecutive buckets form groups that fit ``memory_mb``; the rows of a group are
+its buckets' slices of every unit, bucket by bucket and unit by unit, permuted
+with a generator keyed by (seed, group).  :meth:`TwoStageShuffle.read_rows`
+fetches any range of a permuted group straight from the memory-mapped spill
+files, so output shards can be written in parallel, each reading only its own
+rows.  Every shard then mixes rows from all over the corpus, memory is bounded by
+one group, and the result depends only on the rows, the seed and the
+configuration -- never on the number of workers.  Spill files are uncompressed
+Arrow IPC files under a temporary folder removed at the end or on failure.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,20 +27,52 @@ import pyarrow as pa
 from mlmcorpus.rng import Purpose, unit_generator
 from mlmcorpus.writers import to_arrow, to_numpy
 
-__all__ = ["TwoStageShuffle", "SHUFFLE_DIR"]
+__all__ = ["TwoStageShuffle", "SpillUnit", "scatter", "SHUFFLE_DIR"]
 
 SHUFFLE_DIR = ".tmp-shuffle"
 # Generator purposes beyond the unit's own: scatter keyed by unit, permutation keyed by group.
 _SCATTER, _GROUP = 1, 2
 
 
-class TwoStageShuffle:
-    """Scatter rows to buckets, then yield them back bucket group by group, shuffled.
+@dataclass(frozen=True)
+class SpillUnit:
+    """One unit's spill file: rows sorted by bucket; bucket b is rows ``offsets[b]:offsets[b + 1]``."""
 
-    Stage 1 writes each unit once, its rows sorted by target bucket (a stable sort,
-    so a bucket keeps unit order), to an uncompressed Arrow file with the bucket
-    offsets kept here; stage 2 memory-maps those files and takes the slices of
-    the group's buckets, bucket by bucket and unit by unit.
+    unit_id: int
+    path: str
+    offsets: np.ndarray  # int64[buckets + 1]
+    row_bytes: int
+
+
+def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
+    """Stage 1 for one unit: draw each row's bucket and write the rows sorted by bucket (stable).
+
+    A pure function of (seed, unit, rows): any process may run it.
+    """
+    n = len(cols["next_sentence_label"])
+    if n == 0:
+        return None
+    target = unit_generator(seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, buckets, size=n)
+    order = np.argsort(target, kind="stable")
+    offsets = np.zeros(buckets + 1, dtype=np.int64)
+    np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
+    names = list(cols)
+    batch = pa.RecordBatch.from_arrays([to_arrow(cols[k][order]) for k in names], names=names)
+    os.makedirs(spill_dir, exist_ok=True)
+    path = os.path.join(spill_dir, f"unit-{unit_id:07d}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
+    return SpillUnit(unit_id, path, offsets, row_bytes)
+
+
+class TwoStageShuffle:
+    """Collect spilled units (stage 1), then serve permuted bucket groups (stage 2).
+
+    Units must be added in unit order (:meth:`add` scatters here,
+    :meth:`register` takes a unit a worker scattered).  After the last one,
+    :attr:`group_rows` gives each group's size and :meth:`read_rows` any range
+    of a permuted group; :meth:`drain` yields the groups whole, in order.
     """
 
     def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
@@ -46,69 +82,90 @@ class TwoStageShuffle:
         self.memory_bytes = memory_mb * 1e6
         self.rows = np.zeros(buckets, dtype=np.int64)
         self.bytes = np.zeros(buckets, dtype=np.int64)
-        self._units: list[tuple[str, np.ndarray]] = []  # (file, bucket offsets int64[buckets + 1])
-        self._names: list[str] | None = None
+        self._units: list[SpillUnit] = []
+        self._groups: list[list[int]] | None = None
         os.makedirs(self.dir, exist_ok=True)
 
     def add(self, unit_id: int, cols: dict[str, np.ndarray]) -> None:
-        """Stage 1: scatter one unit's rows (call in unit order)."""
-        n = len(cols["next_sentence_label"])
-        if n == 0:
+        """Stage 1 in this process: scatter one unit's rows (call in unit order)."""
+        self.register(scatter(self.dir, self.seed, self.buckets, unit_id, cols))
+
+    def register(self, spill: SpillUnit | None) -> None:
+        """Stage 1 done elsewhere: take a unit's spill file (call in unit order)."""
+        if spill is None:
             return
-        if self._names is None:
-            self._names = list(cols)
-        target = unit_generator(self.seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, self.buckets, size=n)
-        order = np.argsort(target, kind="stable")
-        counts = np.bincount(target, minlength=self.buckets)
-        offsets = np.zeros(self.buckets + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        batch = pa.RecordBatch.from_arrays([to_arrow(cols[k][order]) for k in self._names], names=self._names)
-        path = os.path.join(self.dir, f"unit-{unit_id:07d}.arrow")
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        self._units.append((path, offsets))
-        row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
+        counts = np.diff(spill.offsets)
+        self._units.append(spill)
         self.rows += counts
-        self.bytes += counts * row_bytes
+        self.bytes += counts * spill.row_bytes
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """Consecutive non-empty buckets, grouped within the memory budget (at least one bucket each)."""
+        if self._groups is None:
+            groups: list[list[int]] = []
+            size = 0
+            for b in range(self.buckets):
+                if self.rows[b] == 0:
+                    continue
+                if groups and groups[-1] and size + self.bytes[b] > self.memory_bytes:
+                    groups.append([])
+                    size = 0
+                if not groups:
+                    groups.append([])
+                groups[-1].append(b)
+                size += int(self.bytes[b])
+            self._groups = groups
+        return self._groups
+
+    @property
+    def group_rows(self) -> list[int]:
+        return [int(self.rows[g].sum()) for g in self.groups]
+
+    def permutation(self, g: int) -> np.ndarray:
+        return unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(self.group_rows[g])
+
+    def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of permuted group ``g``, gathered from the spill files.
+
+        Group ``g`` is the concatenation of its buckets' slices (bucket by bucket,
+        unit by unit) taken in the order of :meth:`permutation`.
+        """
+        group = self.groups[g]
+        # The group's concatenation as parts: (unit index, first row in its file), part sizes.
+        part_unit, part_first, part_size = [], [], []
+        for b in group:
+            for u, spill in enumerate(self._units):
+                n = int(spill.offsets[b + 1] - spill.offsets[b])
+                if n:
+                    part_unit.append(u)
+                    part_first.append(int(spill.offsets[b]))
+                    part_size.append(n)
+        ends = np.cumsum(part_size)
+        wanted = self.permutation(g)[start:stop]
+        part = np.searchsorted(ends, wanted, side="right")
+        unit = np.asarray(part_unit, dtype=np.int64)[part]
+        row = np.asarray(part_first, dtype=np.int64)[part] + wanted - (ends[part] - np.asarray(part_size)[part])
+        # Gather unit by unit: one memory map open at a time.
+        order = np.argsort(unit, kind="stable")
+        bounds = np.searchsorted(unit[order], np.arange(len(self._units) + 1))
+        out: dict[str, np.ndarray] | None = None
+        for u in np.flatnonzero(np.diff(bounds)):
+            dest = order[bounds[u] : bounds[u + 1]]
+            with pa.memory_map(self._units[u].path) as source:
+                batch = pa.ipc.open_file(source).get_batch(0)
+                for name in batch.schema.names:
+                    col = to_numpy(batch.column(name))
+                    if out is None or name not in out:
+                        out = out or {}
+                        out[name] = np.empty((len(wanted), *col.shape[1:]), dtype=col.dtype)
+                    out[name][dest] = col[row[dest]]
+        return out if out is not None else {}
 
     def drain(self) -> Iterator[dict[str, np.ndarray]]:
-        """Stage 2: groups of consecutive buckets within the memory budget, each permuted."""
-        group: list[int] = []
-        size = 0
-        g = 0
-        for b in range(self.buckets):
-            if self.rows[b] == 0:
-                continue
-            if group and size + self.bytes[b] > self.memory_bytes:
-                yield self._read_group(group, g)
-                g += 1
-                group, size = [], 0
-            group.append(b)
-            size += int(self.bytes[b])
-        if group:
-            yield self._read_group(group, g)
-
-    def _read_group(self, group: list[int], g: int) -> dict[str, np.ndarray]:
-        maps = []
-        tables = []
-        try:
-            units = []
-            for path, offsets in self._units:
-                source = pa.memory_map(path)
-                maps.append(source)
-                units.append((pa.ipc.open_file(source).get_batch(0), offsets))
-            for b in group:  # bucket by bucket, unit by unit: the order stage 1 promised
-                for batch, offsets in units:
-                    n = int(offsets[b + 1] - offsets[b])
-                    if n:
-                        tables.append(batch.slice(int(offsets[b]), n))
-            table = pa.Table.from_batches(tables)
-            cols = {name: to_numpy(table.column(name)) for name in table.column_names}
-        finally:
-            for source in maps:
-                source.close()
-        perm = unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(len(cols["next_sentence_label"]))
-        return {k: v[perm] for k, v in cols.items()}
+        """Stage 2 in this process: every group, permuted, in order."""
+        for g, n in enumerate(self.group_rows):
+            yield self.read_rows(g, 0, n)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

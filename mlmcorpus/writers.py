@@ -40,6 +40,9 @@ __all__ = [
     "ParquetShardWriter",
     "NumpyShardWriter",
     "make_writer",
+    "shard_rows",
+    "finish_shards",
+    "remove_partial_shards",
     "sha256_file",
 ]
 
@@ -191,16 +194,16 @@ class ShardWriter(ABC):
 
     suffix = ""
 
-    def __init__(self, out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int):
+    def __init__(
+        self, out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int,
+        first_shard: int = 0,
+    ):
         self.out_dir = out_dir
         self.config = config
         self.types = _column_types(max_seq_length, max_predictions, vocab_size)
         self.schema = output_schema(max_seq_length, max_predictions, vocab_size)
-        row_bytes = sum(dt.itemsize * max(w, 1) for dt, w in self.types.values())
-        if config.shard_mb is not None:
-            self.shard_rows = max(1, int(config.shard_mb * 1e6 // row_bytes))
-        else:
-            self.shard_rows = config.shard_rows
+        self.shard_rows = shard_rows(config, max_seq_length, max_predictions, vocab_size)
+        self.first_shard = first_shard
         self.group_rows = max(1, min(config.row_group_rows, self.shard_rows))
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in COMPACT}
         self._pending_rows = 0
@@ -224,8 +227,8 @@ class ShardWriter(ABC):
         """Finish the open shard's file(s)."""
 
     @abstractmethod
-    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
-        """Fill in bytes and sha256, then rename to the final name."""
+    def _seal(self, tmp_path: str, info: ShardInfo) -> None:
+        """Flush a finished shard to disk and fill in its bytes and sha256."""
 
     # -- public
     def write(self, columns: dict[str, np.ndarray]) -> None:
@@ -239,14 +242,18 @@ class ShardWriter(ABC):
         self._drain(final=False)
 
     def close(self) -> list[ShardInfo]:
+        """Finish every shard and give them their final names (this writer wrote them all)."""
+        return finish_shards(self.out_dir, self.close_parts())
+
+    def close_parts(self) -> list[tuple[str, ShardInfo]]:
+        """Finish the shards (bytes, sha256) under their temporary names: ``(tmp path, info)`` each."""
         self._drain(final=True)
         if self._open:
             self._end_shard()
-        total = len(self._shards)
-        for i, (tmp, info) in enumerate(zip(self._tmp_paths, self._shards)):
-            info.file = f"train-{i:05d}-of-{total:05d}{self.suffix}"
-            self._finish(tmp, os.path.join(self.out_dir, info.file), info)
-        return self._shards
+        for tmp, info in zip(self._tmp_paths, self._shards):
+            self._seal(tmp, info)
+            info.file = os.path.basename(tmp)[len(".tmp-") :]
+        return list(zip(self._tmp_paths, self._shards))
 
     def abort(self) -> None:
         """Remove temporary files after a failure."""
@@ -286,7 +293,7 @@ class ShardWriter(ABC):
             for name, (dtype, _) in self.types.items():
                 cols[name] = cols[name].astype(dtype, copy=False)
             if not self._open:
-                tmp = os.path.join(self.out_dir, f".tmp-train-{len(self._shards):05d}{self.suffix}")
+                tmp = os.path.join(self.out_dir, f".tmp-train-{self.first_shard + len(self._shards):05d}{self.suffix}")
                 self._tmp_paths.append(tmp)
                 self._shards.append(ShardInfo("", 0, 0))
                 self._open_shard(tmp)
@@ -327,11 +334,10 @@ class ParquetShardWriter(ShardWriter):
     def _close_shard(self) -> None:
         self._writer.close()
 
-    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
+    def _seal(self, tmp_path: str, info: ShardInfo) -> None:
         _fsync(tmp_path)
         info.bytes = os.path.getsize(tmp_path)
         info.sha256 = sha256_file(tmp_path)
-        os.replace(tmp_path, final_path)
 
 
 _NPY_HEADER = 128  # bytes, magic included; room for any shape we write, rewritten at close
@@ -371,7 +377,7 @@ class NumpyShardWriter(ShardWriter):
             os.fsync(f.fileno())
             f.close()
 
-    def _finish(self, tmp_path: str, final_path: str, info: ShardInfo) -> None:
+    def _seal(self, tmp_path: str, info: ShardInfo) -> None:
         digest = hashlib.sha256()
         total = 0
         for name in COLUMNS:
@@ -381,7 +387,6 @@ class NumpyShardWriter(ShardWriter):
             digest.update(f"{sha}  {name}.npy\n".encode())
             total += size
         info.bytes, info.sha256 = total, digest.hexdigest()
-        os.replace(tmp_path, final_path)
 
 
 def _fsync(path: str) -> None:
@@ -392,6 +397,39 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def make_writer(out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int) -> ShardWriter:
+def shard_rows(config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int) -> int:
+    """Rows per shard: ``shard_rows``, or ``shard_mb`` of uncompressed rows."""
+    if config.shard_mb is None:
+        return config.shard_rows
+    types = _column_types(max_seq_length, max_predictions, vocab_size)
+    row_bytes = sum(dt.itemsize * max(w, 1) for dt, w in types.values())
+    return max(1, int(config.shard_mb * 1e6 // row_bytes))
+
+
+def finish_shards(out_dir: str, parts: list[tuple[str, ShardInfo]]) -> list[ShardInfo]:
+    """Rename sealed shards (in order) to ``train-00000-of-0000N``; returns their infos."""
+    total = len(parts)
+    infos = []
+    for i, (tmp, info) in enumerate(parts):
+        suffix = ".parquet" if tmp.endswith(".parquet") else ""
+        info.file = f"train-{i:05d}-of-{total:05d}{suffix}"
+        os.replace(tmp, os.path.join(out_dir, info.file))
+        infos.append(info)
+    return infos
+
+
+def remove_partial_shards(out_dir: str) -> None:
+    """Delete every temporary shard in ``out_dir`` (after a failure)."""
+    import shutil
+
+    for name in os.listdir(out_dir):
+        if name.startswith(".tmp-train-"):
+            path = os.path.join(out_dir, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+
+
+def make_writer(
+    out_dir: str, config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int, first_shard: int = 0
+) -> ShardWriter:
     cls = ParquetShardWriter if config.format == "parquet" else NumpyShardWriter
-    return cls(out_dir, config, max_seq_length, max_predictions, vocab_size)
+    return cls(out_dir, config, max_seq_length, max_predictions, vocab_size, first_shard)

@@ -27,18 +27,28 @@ KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
 class MaskedBatch:
     """Masked rows and what was predicted.
 
-    ``input_ids`` int32[n, L] (masked); ``labels`` int64[n, L]: the original id at
-    masked positions, -100 elsewhere; ``masked_lm_positions`` int32[n, P] ascending,
-    padded with 0 (position 0 is always ``[CLS]``, never masked);
+    ``input_ids`` int32[n, L] (masked); ``masked_lm_positions`` int32[n, P] ascending,
+    padded with 0 (in the pipeline position 0 is ``[CLS]``, never masked);
     ``masked_lm_ids`` int32[n, P]: original ids, padded with 0; ``counts``: how many
-    positions became [MASK] / random / stayed (int64[3]).
+    positions became [MASK] / random / stayed (int64[3]); ``labels`` (int64[n, L]:
+    the original id at masked positions, -100 elsewhere) is built on request.
     """
 
     input_ids: np.ndarray
-    labels: np.ndarray
     masked_lm_positions: np.ndarray
     masked_lm_ids: np.ndarray
     counts: np.ndarray
+    num_masked: np.ndarray  # int64[n]: the first num_masked[i] entries of row i's positions/ids are real
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Built on demand (the pipeline keeps only positions and ids; shards get labels from them)."""
+        n, L = self.input_ids.shape
+        labels = np.full((n, L), -100, dtype=np.int64)
+        valid = np.arange(self.masked_lm_positions.shape[1])[None, :] < self.num_masked[:, None]
+        rows = np.broadcast_to(np.arange(n)[:, None], valid.shape)
+        labels[rows[valid], self.masked_lm_positions[valid]] = self.masked_lm_ids[valid]
+        return labels
 
 
 def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
@@ -68,7 +78,7 @@ def mask_batch(
     k = np.minimum(num_to_predict(lengths, config), candidate.sum(axis=1))
     kk = min(P, L)
     keys = rng.random((n, L))
-    keys[~candidate] = 2.0  # never among the k smallest while candidates remain
+    np.copyto(keys, 2.0, where=~candidate)  # never among the k smallest while candidates remain
     if kk < L:
         part = np.argpartition(keys, kk - 1, axis=1)[:, :kk]
     else:
@@ -91,11 +101,9 @@ def mask_batch(
     out = input_ids.copy()
     vr, vp = rows[valid], pos[valid]
     out[vr, vp] = new[valid]
-    labels = np.full((n, L), -100, dtype=np.int64)
-    labels[vr, vp] = originals[valid]
     positions = np.zeros((n, P), dtype=np.int32)
     ids = np.zeros((n, P), dtype=np.int32)
     positions[:, :kk] = np.where(valid, pos, 0)
     ids[:, :kk] = np.where(valid, originals, 0)
     counts = np.bincount(kind[valid], minlength=3).astype(np.int64)
-    return MaskedBatch(out, labels, positions, ids, counts)
+    return MaskedBatch(out, positions, ids, counts, k)

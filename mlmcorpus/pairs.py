@@ -148,13 +148,15 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
     no_random = 0
     unavailable = 0
     rand = rng.random
-    randint = rng.randint
+    # ``rng.randint(a, b)`` is ``a + rng._randbelow(b - a + 1)`` (CPython's randrange): the same draws
+    # without two Python frames per call, which were a fifth of this loop's time.
+    below = rng._randbelow
 
     for d in range(n_docs):
         lo, hi = doc_lo[d], doc_hi[d]
         target = max_num
         if rand() < short_p:
-            target = randint(2, max_num)
+            target = 2 + below(max_num - 1)
         chunk_lo = lo
         current_length = 0
         i = lo
@@ -162,7 +164,7 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
             current_length += seg_len[i]
             if i == hi - 1 or current_length >= target:
                 n_chunk = i - chunk_lo + 1
-                a_end = 1 if n_chunk < 2 else randint(1, n_chunk - 1)
+                a_end = 1 if n_chunk < 2 else 1 + below(n_chunk - 1)
                 a_lo, a_hi = chunk_lo, chunk_lo + a_end
                 len_a = cum[a_hi] - cum[a_lo]
                 label = 0
@@ -171,13 +173,13 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                     r = d
                     if n_docs > 1:
                         for _ in range(10):
-                            r = randint(0, n_docs - 1)
+                            r = below(n_docs)
                             if r != d:
                                 break
                     random_start = -1
                     if r != d:
                         r_lo, r_hi = doc_lo[r], doc_hi[r]
-                        random_start = randint(r_lo, r_hi - 1)
+                        random_start = r_lo + below(r_hi - r_lo)
                     else:
                         # One document in the pool (a whole book): take B from a distant part of
                         # it -- not the chunk, nor the segment just before or just after it -- and
@@ -186,7 +188,7 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                         before = max(chunk_lo - 1 - lo, 0)
                         after = max(hi - (i + 2), 0)
                         if before + after:
-                            k = randint(0, before + after - 1)
+                            k = below(before + after)
                             if k < before:
                                 random_start, r_hi = lo + k, chunk_lo - 1
                             else:

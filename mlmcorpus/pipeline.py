@@ -581,9 +581,13 @@ def build(
     stats = BuildStats()
     if on_phase:
         on_phase("building")
-    documents = iter_documents(sources, reader, stats.read, on_progress=on_progress)
     spill_dir = os.path.join(out_dir, SHUFFLE_DIR) if config.output.shuffle else None
-    units = iter_units(documents, config.units)
+
+    def units(split_map: Callable | None) -> Iterator[Unit]:
+        # The workers also clean and split the text (split_map): this process only reads.
+        documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map)
+        return iter_units(documents, config.units)
+
     results = map_ordered(process_unit, units, workers, init_worker, (tokenizer, config, spill_dir))
     shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, workers=workers)
     return write_manifest(

@@ -22,9 +22,10 @@ import re
 import sys
 import unicodedata
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO
 
 from mlmcorpus.errors import ConfigError, InputError
@@ -524,14 +525,84 @@ def _iter_lines(
         yield lineno, line
 
 
-class _DocumentReader:
-    """Turns one open source into documents according to its format."""
+@dataclass(frozen=True)
+class _Pending:
+    """A document whose text still has to be cleaned and split into sentences (perhaps by a worker)."""
 
-    def __init__(self, config: ReaderConfig, stats: ReadStats):
+    doc_id: str
+    text: str
+    source: Source
+    where: str
+
+
+# A batch of pending texts sent to a worker at a time: big enough to amortise the round trip.
+_BATCH_CHARS = 1 << 20
+_BATCH_ITEMS = 512
+_SPLITTERS: dict[ReaderConfig, _DocumentReader] = {}
+
+
+def split_texts(config: ReaderConfig, texts: list[str]) -> list[list[str]]:
+    """Clean and split each text into sentences (what a worker does for :func:`iter_documents`)."""
+    reader = _SPLITTERS.get(config)
+    if reader is None:
+        reader = _SPLITTERS[config] = _DocumentReader(config, ReadStats())
+    return [reader.text_sentences(t) for t in texts]
+
+
+class _DocumentReader:
+    """Turns one open source into documents according to its format.
+
+    With ``split_map`` (an ordered map on worker processes) the cleaning and
+    sentence splitting of JSON Lines and Parquet texts runs there in batches; the
+    documents, their order and the counts are the same either way.
+    """
+
+    def __init__(self, config: ReaderConfig, stats: ReadStats, split_map: Callable | None = None):
         self.config = config
         self.stats = stats
         self.cleaner = _TextCleaner(config, stats)
         self.split = get_splitter(config.splitter)
+        self.split_map = split_map
+
+    def resolve(self, items: Iterable[Document | _Pending]) -> Iterator[Document]:
+        """Documents in order, pending texts split here or by ``split_map``."""
+        if self.split_map is None:
+            for item in items:
+                if isinstance(item, _Pending):
+                    yield from self._finish(item, self.text_sentences(item.text))
+                else:
+                    yield item
+            return
+        in_flight: deque[list] = deque()
+
+        def batches() -> Iterator[list[str]]:
+            batch: list = []
+            size = 0
+            for item in items:
+                batch.append(item)
+                if isinstance(item, _Pending):
+                    size += len(item.text)
+                if size >= _BATCH_CHARS or len(batch) >= _BATCH_ITEMS:
+                    in_flight.append(batch)
+                    yield [p.text for p in batch if isinstance(p, _Pending)]
+                    batch, size = [], 0
+            if batch:
+                in_flight.append(batch)
+                yield [p.text for p in batch if isinstance(p, _Pending)]
+
+        for results in self.split_map(partial(split_texts, self.config), batches()):
+            split = iter(results)
+            for item in in_flight.popleft():
+                if isinstance(item, _Pending):
+                    yield from self._finish(item, next(split))
+                else:
+                    yield item
+
+    def _finish(self, pending: _Pending, sentences: list[str]) -> Iterator[Document]:
+        if not sentences:
+            self.stats.skip("empty_document", f"{pending.where}: empty document skipped")
+            return
+        yield from self._capped(pending.doc_id, sentences, pending.source)
 
     def paragraph_sentences(self, paragraph: str) -> list[str]:
         text = self.cleaner.clean(paragraph)
@@ -550,7 +621,7 @@ class _DocumentReader:
                 out.extend(self.paragraph_sentences(para))
         return out
 
-    def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document]:
+    def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:
         if fmt == "bert":
             yield from self._read_bert(source, stream)
         elif fmt == "jsonl":
@@ -636,7 +707,7 @@ class _DocumentReader:
             "continuing it as a new document (is the document boundary right?)",
         )
 
-    def _read_jsonl(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
+    def _read_jsonl(self, source: Source, stream: BinaryIO) -> Iterator[Document | _Pending]:
         cfg = self.config
         field_name = cfg.text_field
         for lineno, raw in _iter_lines(stream, cfg.max_line_bytes, self.stats, source.name, cfg.strict):
@@ -683,16 +754,17 @@ class _DocumentReader:
                     raise InputError(f"{where}: field {field_name!r} is {type(text).__name__}, not a string")
                 self.stats.skip("non_string_text", f"{where}: field {field_name!r} is not a string, skipped")
                 continue
-            else:
-                sentences = self.text_sentences(self.cleaner.fix_surrogates(text, where) if escaped else text)
+            rid = record.get(cfg.id_field)
+            doc_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else where
+            if text is not None:
+                yield _Pending(doc_id, self.cleaner.fix_surrogates(text, where) if escaped else text, source, where)
+                continue
             if not sentences:
                 self.stats.skip("empty_document", f"{where}: empty document skipped")
                 continue
-            rid = record.get(cfg.id_field)
-            doc_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else where
             yield from self._capped(doc_id, sentences, source)
 
-    def read_parquet(self, source: Source) -> Iterator[Document]:
+    def read_parquet(self, source: Source) -> Iterator[Document | _Pending]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -729,11 +801,7 @@ class _DocumentReader:
                             raise InputError(f"{where}: text longer than {cfg.max_line_bytes} bytes (--max-line-bytes)")
                         self.stats.skip("line_too_long", f"{where}: text longer than {cfg.max_line_bytes} bytes skipped")
                         continue
-                    sentences = self.text_sentences(text)
-                    if not sentences:
-                        self.stats.skip("empty_document", f"{where}: empty document skipped")
-                        continue
-                    yield from self._capped(str(rid) if rid is not None else where, sentences, source)
+                    yield _Pending(str(rid) if rid is not None else where, text, source, where)
         except (pa.ArrowInvalid, OSError) as e:
             raise _FileError(f"{source.path}: corrupt Parquet data ({e})") from None
 
@@ -749,8 +817,13 @@ def iter_documents(
     stats: ReadStats | None = None,
     on_progress: Callable[[int], None] | None = None,
     require_documents: bool = True,
+    split_map: Callable | None = None,
 ) -> Iterator[Document]:
     """Yield the documents of every source, in order.
+
+    ``split_map(fn, batches)``, an ordered map on other processes (see
+    :func:`mlmcorpus.engines.local.map_ordered`), takes over cleaning and
+    splitting JSON Lines and Parquet texts; the documents are the same.
 
     ``on_progress(n)`` is called with the number of raw (on-disk) bytes consumed
     since the previous call, for progress bars.  Raises :class:`InputError` on
@@ -761,7 +834,7 @@ def iter_documents(
     """
     config = config or ReaderConfig()
     stats = stats if stats is not None else ReadStats()
-    reader = _DocumentReader(config, stats)
+    reader = _DocumentReader(config, stats, split_map)
     names = []
     for source in sources:
         names.append(source.name)
@@ -784,7 +857,7 @@ def _read_source(
     fmt = source.format
     if fmt == "parquet":
         size = os.path.getsize(source.path) if source.path != "-" else 0
-        for doc in reader.read_parquet(source):
+        for doc in reader.resolve(reader.read_parquet(source)):
             stats.documents += 1
             stats.sentences += len(doc.sentences)
             yield doc
@@ -813,7 +886,7 @@ def _read_source(
         opened = open_source(source)
     last = 0
     try:
-        for doc in reader.read(source, opened.stream, fmt):
+        for doc in reader.resolve(reader.read(source, opened.stream, fmt)):
             stats.documents += 1
             stats.sentences += len(doc.sentences)
             if on_progress is not None:

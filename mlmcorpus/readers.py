@@ -525,6 +525,11 @@ def _iter_lines(
         yield lineno, line
 
 
+# A line break that continues the sentence: the line does not end with terminal punctuation
+# (or a closing quote/bracket) and the next line is not blank.
+_SOFT_BREAK = re.compile(r"(?<=[^\s.!?:;\"'\u201d\u2019)\]\u2026\u3002\uff01\uff1f])[ \t]*\r?\n(?=[ \t]*\S)")
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A document whose text still has to be cleaned and split into sentences (perhaps by a worker)."""
@@ -614,9 +619,14 @@ class _DocumentReader:
         return out
 
     def text_sentences(self, text: str) -> list[str]:
-        """Sentences of a multi-paragraph text (paragraphs separated by newlines)."""
+        """Sentences of a multi-paragraph text.
+
+        A line is a paragraph (WikiExtractor writes one per line) unless it is hard-wrapped
+        prose: a line break after a line that does not end a sentence (a Gutenberg book
+        wrapped at 70 columns) joins the two lines.  A blank line always ends a paragraph.
+        """
         out: list[str] = []
-        for para in text.splitlines():
+        for para in _SOFT_BREAK.sub(" ", text).splitlines():
             if para.strip():
                 out.extend(self.paragraph_sentences(para))
         return out

@@ -69,6 +69,54 @@ def test_jsonl_splits_paragraphs_and_sentences_and_uses_id_field(tmp_path):
     assert stats.skipped == {"empty_document": 1}
 
 
+def test_jsonl_joins_hard_wrapped_lines_but_keeps_one_paragraph_per_line(tmp_path):
+    book = "CHAPTER I.\n\nIt was a dark\nand stormy night; the rain fell in\ntorrents. Except at\nintervals.\n"
+    wiki = "Anarchism\n\nAnarchism is a philosophy.\nEarly life.\nHe was born in Paris\n"
+    p = write(tmp_path / "d.jsonl", "\n".join(json.dumps({"text": t}) for t in (book, wiki)) + "\n")
+    docs, _ = read([p])
+    assert docs[0].sentences == ["CHAPTER I.", "It was a dark and stormy night; the rain fell in torrents.", "Except at intervals."]
+    assert docs[1].sentences == ["Anarchism", "Anarchism is a philosophy.", "Early life.", "He was born in Paris"]
+    # the same book as a text file (paragraphs between blank lines) splits the same way
+    text_docs, _ = read([write(tmp_path / "b.txt", book)], doc_boundary="file")
+    assert text_docs[0].sentences == docs[0].sentences
+
+
+def _identity(x):
+    return x
+
+
+def _no_init():
+    pass
+
+
+def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_path, monkeypatch):
+    import mlmcorpus.readers as readers
+    from mlmcorpus.engines.local import map_ordered
+
+    recs = []
+    for i in range(40):
+        if i % 7 == 3:
+            recs.append({"id": i, "text": "  \n "})  # empty: skipped and counted
+        elif i % 5 == 0:
+            recs.append({"id": i, "sentences": [f"Pre {i}.", "split."]})  # already split: not sent to a worker
+        else:
+            recs.append({"id": i, "text": " ".join(f"Sentence {i}.{k} here." for k in range(i % 9 + 1))})
+    p = write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    monkeypatch.setattr(readers, "_BATCH_ITEMS", 3)  # many small batches in flight
+    expected, expected_stats = read([p], max_doc_sentences=4)
+    stats = ReadStats()
+
+    def documents(side_map):
+        assert side_map is not None
+        cfg = ReaderConfig(max_doc_sentences=4)
+        return iter_documents(resolve_sources([str(p)], None), cfg, stats, split_map=side_map)
+
+    got = list(map_ordered(_identity, documents, 2, _no_init))
+    assert [(d.id, d.sentences) for d in got] == [(d.id, d.sentences) for d in expected]
+    assert stats.as_dict() == expected_stats.as_dict()
+    assert stats.skipped["empty_document"] == 6 and stats.skipped["long_documents_split"] > 0
+
+
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):
     p = write(tmp_path / "d.jsonl", json.dumps({"body": "One. Two."}) + "\n" + json.dumps({"id": "s", "sentences": ["a  b", "", "c"]}) + "\n")
     docs, _ = read([p], text_field="body")

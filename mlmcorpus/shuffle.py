@@ -84,6 +84,7 @@ class TwoStageShuffle:
         self.bytes = np.zeros(buckets, dtype=np.int64)
         self._units: list[SpillUnit] = []
         self._groups: list[list[int]] | None = None
+        self._perm: tuple[int, np.ndarray] | None = None
         os.makedirs(self.dir, exist_ok=True)
 
     def add(self, unit_id: int, cols: dict[str, np.ndarray]) -> None:
@@ -123,7 +124,10 @@ class TwoStageShuffle:
         return [int(self.rows[g].sum()) for g in self.groups]
 
     def permutation(self, g: int) -> np.ndarray:
-        return unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(self.group_rows[g])
+        """Group ``g``'s permutation (the last one is kept: a shard reads its group in slices)."""
+        if self._perm is None or self._perm[0] != g:
+            self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(self.group_rows[g]))
+        return self._perm[1]
 
     def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of permuted group ``g``, gathered from the spill files.

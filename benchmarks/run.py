@@ -66,7 +66,12 @@ SPM_VOCAB_SIZE = 32000
 CORPORA = {
     "wiki": "en_wikipedia.jsonl.gz",
     "gutenberg": "en_gutenberg.jsonl.gz",
+    "gutenberg20": "en_gutenberg.jsonl.gz",
 }
+# Corpora cut from another: (source key, text bytes), the first whole documents up to that size.
+# The memory target compares the same kind of text at 20 and 80 MB.
+PREFIXES = {"gutenberg20": ("gutenberg", 20_000_000)}
+CORPUS_NAME = {"wiki": "en_wikipedia", "gutenberg": "en_gutenberg", "gutenberg20": "en_gutenberg first 20 MB"}
 WORDPIECE_VOCAB = "tokenizers/bert-base-uncased_vocab.txt"
 TOKENIZER_LABEL = {"wp": "WordPiece bert-base-uncased", "spm": "sentencepiece unigram 32k"}
 
@@ -138,6 +143,9 @@ def all_contenders(pair_task_none: bool) -> list[Contender]:
     # Memory: the same settings on 20.6 MB and 80 MB, at dupe 1 (above) and 5.
     cs.append(Contender("wiki.build.spm.d1.w2", "build", "wiki", "spm", dupe=1, workers=2))
     cs.append(Contender("gutenberg.build.spm.d5.w2", "build", "gutenberg", "spm", dupe=5, workers=2))
+    # Memory growth with input size on the same kind of text: the first 20 MB of en_gutenberg.
+    for dupe in (1, 5):
+        cs.append(Contender(f"gutenberg20.build.spm.d{dupe}.w2", "build", "gutenberg20", "spm", dupe=dupe, workers=2))
     # Hugging Face comparison: en_wikipedia, dupe 1, WordPiece.
     cs.append(Contender("wiki.build.wp.d1.w2", "build", "wiki", "wp", dupe=1, workers=2))
     if pair_task_none:
@@ -224,7 +232,40 @@ def write_bert_layout(source: Path, dest: Path) -> int:
     return total
 
 
+def write_prefix(source: Path, dest: Path, limit: int) -> int:
+    """The first documents of SOURCE (JSON Lines, gzip) whose text adds up to LIMIT bytes; returns their text bytes."""
+    total = 0
+    tmp = dest.with_suffix(".tmp")
+    with gzip.open(source, "rt", encoding="utf-8") as f, gzip.GzipFile(tmp, "wb", mtime=0) as raw:
+        for line in f:
+            if total >= limit:
+                break
+            total += len(json.loads(line)["text"].encode("utf-8"))
+            raw.write(line.encode("utf-8"))
+    tmp.replace(dest)
+    return total
+
+
+def prepare_prefix(inputs: Inputs, key: str, refresh: bool) -> None:
+    base, limit = PREFIXES[key]
+    source = inputs.data / CORPORA[base]
+    if not source.exists():
+        raise SystemExit(f"{source} not found: set {DATA_ENV} to the folder holding {CORPORA[base]}")
+    dest = WORK / "inputs" / f"{CORPUS_NAME[base]}-first{limit // 1_000_000}MB.jsonl.gz"
+    meta_path = dest.with_suffix("").with_suffix(".json")
+    stamp = {**source_stamp(source), "limit": limit}
+    if refresh or not dest.exists() or not meta_path.exists() or json.loads(meta_path.read_text()).get("stamp") != stamp:
+        log(f"prepare: first {limit / 1e6:.0f} MB of {source.name} -> {dest.relative_to(REPO)}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        text_bytes = write_prefix(source, dest, limit)
+        meta_path.write_text(json.dumps({"stamp": stamp, "text_bytes": text_bytes}, indent=1) + "\n")
+    inputs.jsonl[key], inputs.text_bytes[key] = dest, json.loads(meta_path.read_text())["text_bytes"]
+
+
 def prepare_corpus(inputs: Inputs, key: str, refresh: bool) -> None:
+    if key in PREFIXES:  # build contenders only: no BERT layout
+        prepare_prefix(inputs, key, refresh)
+        return
     source = inputs.data / CORPORA[key]
     if not source.exists():
         raise SystemExit(f"{source} not found: set {DATA_ENV} to the folder holding {CORPORA[key]}")
@@ -590,7 +631,7 @@ def table(results: list[Result], inputs: Inputs, repeats: int) -> str:
     rows = []
     for r in results:
         c = r.contender
-        corpus = f"{CORPORA[c.corpus].split('.')[0]} ({inputs.text_bytes[c.corpus] / 1e6:.1f} MB)"
+        corpus = f"{CORPUS_NAME[c.corpus]} ({inputs.text_bytes[c.corpus] / 1e6:.1f} MB)"
         name = f"`{c.name}` {c.label}"
         if not r.ok:
             rows.append([name, corpus, "skipped", "", "", "", "", "", r.skipped or ""])
@@ -629,7 +670,7 @@ def headline(results: list[Result], inputs: Inputs) -> list[str]:
         "wiki.google.wp.d5", "wiki.build.spm.d5.w2", wall_ratio)
     for corpus in ("gutenberg", "wiki"):
         for tok in ("spm", "wp"):
-            add(f"mlmcorpus / tokenizer floor, {CORPORA[corpus].split('.')[0]} dupe 1, {TOKENIZER_LABEL[tok]}, "
+            add(f"mlmcorpus / tokenizer floor, {CORPUS_NAME[corpus]} dupe 1, {TOKENIZER_LABEL[tok]}, "
                 "-j 2 vs 2 threads (MB/s)",
                 f"{corpus}.build.{tok}.d1.w2", f"{corpus}.floor.{tok}",
                 lambda a, b: ratio(mb_per_s(a, inputs), mb_per_s(b, inputs)))
@@ -640,18 +681,21 @@ def headline(results: list[Result], inputs: Inputs) -> list[str]:
     for r in results:
         if r.contender.tool == "build" and r.contender.workers == 2:
             add(f"scaling -j 2 / -j 1 throughput, {r.contender.label.replace(' -j 2', '')} on "
-                f"{CORPORA[r.contender.corpus].split('.')[0]}",
+                f"{CORPUS_NAME[r.contender.corpus]}",
                 r.contender.name, r.contender.name.replace(".w2", ".w1"), lambda a, b: ratio(b.wall, a.wall))
     for r in results:
         w1 = find(results, r.contender.name.replace(".w2", ".w1"))
         if r.ok and r.manifest and r.contender.workers == 2 and w1 and w1.manifest:
             same = [s.get("sha256") for s in r.manifest["shards"]] == [s.get("sha256") for s in w1.manifest["shards"]]
             lines.append(f"- shards of -j 2 and -j 1 byte-identical (manifest sha256), {r.contender.label.replace(' -j 2', '')} "
-                         f"on {CORPORA[r.contender.corpus].split('.')[0]}: **{'yes' if same else 'NO'}**")
+                         f"on {CORPUS_NAME[r.contender.corpus]}: **{'yes' if same else 'NO'}**")
     for dupe in (1, 5):
         add(f"memory: peak tree RSS on en_gutenberg (80 MB) / en_wikipedia (20.6 MB), sentencepiece, "
             f"dupe {dupe}, -j 2",
             f"gutenberg.build.spm.d{dupe}.w2", f"wiki.build.spm.d{dupe}.w2",
+            lambda a, b: f"{a.peak_rss / 2**20:,.0f} / {b.peak_rss / 2**20:,.0f} MiB = {ratio(a.peak_rss, b.peak_rss)}")
+        add(f"memory: peak tree RSS on en_gutenberg (80 MB) / its first 20 MB, sentencepiece, dupe {dupe}, -j 2",
+            f"gutenberg.build.spm.d{dupe}.w2", f"gutenberg20.build.spm.d{dupe}.w2",
             lambda a, b: f"{a.peak_rss / 2**20:,.0f} / {b.peak_rss / 2**20:,.0f} MiB = {ratio(a.peak_rss, b.peak_rss)}")
     peaks = [r for r in results if r.ok and r.contender.tool == "build" and r.contender.corpus == "gutenberg"]
     if peaks:
@@ -793,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     contenders = all_contenders(mlmcorpus_has_pair_task())
     if args.list:
         for c in contenders:
-            print(f"{c.name:32} {c.label} on {CORPORA[c.corpus]}")
+            print(f"{c.name:32} {c.label} on {CORPUS_NAME[c.corpus]}")
         return 0
     contenders = select(contenders, args.only)
     started = time.perf_counter()

@@ -37,7 +37,7 @@ from mlmcorpus.pairs import (
     create_instances,
     split_segments,
 )
-from mlmcorpus.engines.local import map_ordered
+from mlmcorpus.engines.local import LocalPool
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
@@ -354,29 +354,36 @@ def prepare_output_dir(out_dir: str, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: output directory is not writable")
 
 
-# Per-process state of the shuffle's stage 2 (inherited by forked workers, never pickled).
-_STAGE2: dict = {}
-# Rows a stage-2 worker gathers at a time (about 10 MB of compact rows at seq 128).
+# Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).
 _STAGE2_READ_ROWS = 16384
+# The stage-2 shuffle a worker loaded last (tasks of one build share it).
+_STAGE2: dict = {}
 
 
-def _init_stage2(state: dict) -> None:
-    _quiet_worker()
-    _STAGE2.clear()
-    _STAGE2.update(state)
+@dataclass(frozen=True)
+class _ShardTask:
+    """Write output shard ``shard`` of the shuffled rows (a stage-2 task)."""
+
+    shard: int
+    index: str
+    config: BuildConfig
+    out_dir: str
+    vocab_size: int
+    shard_rows: int
+    total_rows: int
 
 
-def _write_shuffled_shard(k: int) -> tuple[str, ShardInfo]:
-    """Write output shard ``k`` of the shuffled rows: its slice of the permuted groups, in order."""
-    st = _STAGE2
-    shuffler: TwoStageShuffle = st["shuffler"]
-    config: BuildConfig = st["config"]
-    per_shard = st["shard_rows"]
-    lo = k * per_shard
-    hi = min(lo + per_shard, st["total_rows"])
+def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
+    """Output shard ``task.shard``: its slice of the permuted groups, in order, under a temporary name."""
+    o = task.config.output
+    if _STAGE2.get("index") != task.index:
+        _STAGE2.update(index=task.index, shuffler=TwoStageShuffle.load(task.index, task.config.seed, o.shuffle_buckets, o.shuffle_mb))
+    shuffler: TwoStageShuffle = _STAGE2["shuffler"]
+    lo = task.shard * task.shard_rows
+    hi = min(lo + task.shard_rows, task.total_rows)
     writer = make_writer(
-        st["out_dir"], config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq,
-        st["vocab_size"], first_shard=k,
+        task.out_dir, o, task.config.pairs.max_seq_length, task.config.mask.max_predictions_per_seq,
+        task.vocab_size, first_shard=task.shard,
     )
     step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
     g_lo = 0
@@ -389,17 +396,15 @@ def _write_shuffled_shard(k: int) -> tuple[str, ShardInfo]:
     return part
 
 
-def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, workers: int) -> list[ShardInfo]:
-    """Stage 2: every output shard from its own rows of the permuted groups, ``workers`` at a time."""
+def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: LocalPool) -> list[ShardInfo]:
+    """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
     per_shard = shard_rows(config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
-    n_shards = -(-total // per_shard)
-    state = {
-        "shuffler": shuffler, "config": config, "out_dir": out_dir, "vocab_size": vocab_size,
-        "shard_rows": per_shard, "total_rows": total,
-    }
-    parts = list(map_ordered(_write_shuffled_shard, range(n_shards), min(workers, n_shards), _init_stage2, (state,)))
-    return finish_shards(out_dir, parts)
+    index = shuffler.save_index()
+    tasks = [
+        _ShardTask(k, index, config, out_dir, vocab_size, per_shard, total) for k in range(-(-total // per_shard))
+    ]
+    return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
 
 
 def write_shards(
@@ -409,12 +414,13 @@ def write_shards(
     vocab_size: int,
     stats: BuildStats,
     on_unit: Callable[[MaskedUnit], None] | None = None,
-    workers: int = 1,
+    pool: LocalPool | None = None,
 ) -> list[ShardInfo]:
     """Write every unit's rows, in order; temporary files are removed on failure.
 
     With the shuffle on, units either arrive already scattered (``spill``) or are
-    scattered here; the shards are then written by ``workers`` processes.
+    scattered here; the shards are then written by the workers of ``pool`` (the
+    ones that made the units), or here without one.
     """
     o = config.output
     writer = make_writer(out_dir, o, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
@@ -433,7 +439,8 @@ def write_shards(
             if on_unit is not None:
                 on_unit(unit)
         if shuffler is not None:
-            shards = _write_shuffled(shuffler, out_dir, config, vocab_size, workers) if shuffler.rows.any() else []
+            stage2 = pool if pool is not None else LocalPool(1, _quiet_worker)
+            shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
         else:
             shards = writer.close()
     except BaseException as e:
@@ -586,13 +593,12 @@ def build(
         on_phase("building")
     spill_dir = os.path.join(out_dir, SHUFFLE_DIR) if config.output.shuffle else None
 
-    def units(split_map: Callable | None) -> Iterator[Unit]:
+    with LocalPool(workers, init_worker, (tokenizer, config, spill_dir)) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
+        split_map = pool.map if pool.parallel else None
         documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map)
-        return iter_units(documents, config.units)
-
-    results = map_ordered(process_unit, units, workers, init_worker, (tokenizer, config, spill_dir))
-    shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, workers=workers)
+        results = pool.map(process_unit, iter_units(documents, config.units))
+        shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
     return write_manifest(
         out_dir,
         config=config,

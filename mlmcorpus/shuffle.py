@@ -34,6 +34,10 @@ SHUFFLE_DIR = ".tmp-shuffle"
 _SCATTER, _GROUP = 1, 2
 
 
+def _unit_file(unit_id: int) -> str:
+    return f"unit-{unit_id:07d}.arrow"
+
+
 @dataclass(frozen=True)
 class SpillUnit:
     """One unit's spill file: rows sorted by bucket; bucket b is rows ``offsets[b]:offsets[b + 1]``."""
@@ -59,7 +63,7 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
     names = list(cols)
     batch = pa.RecordBatch.from_arrays([to_arrow(cols[k][order]) for k in names], names=names)
     os.makedirs(spill_dir, exist_ok=True)
-    path = os.path.join(spill_dir, f"unit-{unit_id:07d}.arrow")
+    path = os.path.join(spill_dir, _unit_file(unit_id))
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
     row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
@@ -170,6 +174,27 @@ class TwoStageShuffle:
         """Stage 2 in this process: every group, permuted, in order."""
         for g, n in enumerate(self.group_rows):
             yield self.read_rows(g, 0, n)
+
+    def save_index(self) -> str:
+        """Write what stage 2 needs to know about the spilled units (for :meth:`load`, in another process)."""
+        path = os.path.join(self.dir, "index.npz")
+        np.savez(
+            path,
+            unit_ids=np.array([u.unit_id for u in self._units], dtype=np.int64),
+            offsets=np.array([u.offsets for u in self._units], dtype=np.int64).reshape(len(self._units), self.buckets + 1),
+            row_bytes=np.array([u.row_bytes for u in self._units], dtype=np.int64),
+        )
+        return path
+
+    @classmethod
+    def load(cls, index: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
+        """The shuffle whose stage 1 :meth:`save_index` recorded."""
+        out_dir = os.path.dirname(os.path.dirname(index))
+        sh = cls(out_dir, seed, buckets, memory_mb)
+        with np.load(index) as z:
+            for unit_id, offsets, row_bytes in zip(z["unit_ids"].tolist(), z["offsets"], z["row_bytes"].tolist()):
+                sh.register(SpillUnit(unit_id, os.path.join(sh.dir, _unit_file(unit_id)), offsets, row_bytes))
+        return sh
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

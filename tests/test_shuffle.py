@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from mlmcorpus.cli import cli
@@ -95,3 +96,70 @@ def test_build_shuffles_by_default_and_keeps_order_on_request(runner, spm_model,
     overall = korean_share(ordered)
     assert 0.3 < overall < 0.8
     assert abs(korean_share(mixed[:200]) - overall) < 0.15
+
+
+def test_read_rows_slices_and_a_reloaded_index_give_the_same_rows(tmp_path):
+    sh = TwoStageShuffle(str(tmp_path), 5, 16, 0.02)
+    for u in range(12):
+        sh.add(u, unit_columns(u, 300))
+    again = TwoStageShuffle.load(sh.save_index(), 5, 16, 0.02)
+    assert len(sh.groups) >= 3 and again.groups == sh.groups
+    for g, n in enumerate(sh.group_rows):
+        whole = sh.read_rows(g, 0, n)["origin"]
+        cuts = [0, 1, n // 3, n // 3 + 7, n - 1, n]
+        pieces = [again.read_rows(g, a, b)["origin"] for a, b in zip(cuts, cuts[1:])]
+        assert np.array_equal(np.concatenate(pieces), whole)
+        assert len(np.unique(whole[:, 0])) == 12  # every unit reaches every group
+    sh.cleanup()
+
+
+def _compact_rows(unit: int, n: int, L: int = 16, P: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(unit)
+    lengths = rng.integers(6, L + 1, size=n)
+    a_len = rng.integers(1, lengths - 3)
+    positions = np.sort(rng.integers(1, 6, size=(n, P)), axis=1).astype(np.int32)
+    return {
+        "input_ids": rng.integers(5, 100, size=(n, L)).astype(np.uint16),
+        "lengths": lengths.astype(np.int32),
+        "a_len": a_len.astype(np.int32),
+        "next_sentence_label": rng.integers(0, 2, size=n).astype(np.int8),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": rng.integers(5, 100, size=(n, P)).astype(np.uint16),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "numpy"])
+def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, monkeypatch, fmt):
+    """Shards written by two workers, each gathering its own rows in small slices, equal the
+    shards one writer makes from the permuted groups in order (shards straddle groups)."""
+    import mlmcorpus.pipeline as pl
+    from mlmcorpus.config import BuildConfig, MaskConfig, OutputConfig, PairConfig
+    from mlmcorpus.engines.local import LocalPool
+    from mlmcorpus.pairs import PairStats
+    from mlmcorpus.writers import make_writer
+
+    monkeypatch.setattr(pl, "_STAGE2_READ_ROWS", 7)
+    output = OutputConfig(format=fmt, shard_rows=130, row_group_rows=5, shuffle_buckets=16, shuffle_mb=0.02)
+    config = BuildConfig(pairs=PairConfig(max_seq_length=16), mask=MaskConfig(max_predictions_per_seq=3), output=output, seed=9)
+    units = [pl.MaskedUnit(u, _compact_rows(u, 40 + 3 * u), PairStats(), np.zeros(3, np.int64)) for u in range(12)]
+
+    par = tmp_path / "parallel"
+    par.mkdir()
+    with LocalPool(2, pl._quiet_worker) as pool:
+        shards = pl.write_shards(iter(units), str(par), config, 100, pl.BuildStats(), pool=pool)
+
+    seq = tmp_path / "sequential"
+    seq.mkdir()
+    sh = TwoStageShuffle(str(seq), 9, 16, 0.02)
+    for u in units:
+        sh.add(u.unit_id, u.columns)
+    assert len(sh.groups) >= 3
+    writer = make_writer(str(seq), output, 16, 3, 100)
+    for cols in sh.drain():
+        writer.write(cols)
+    expected = writer.close()
+    sh.cleanup()
+
+    assert len(shards) == len(expected) == -(-sum(40 + 3 * u for u in range(12)) // 130)
+    assert [(s.file, s.rows, s.tokens, s.sha256) for s in shards] == [(s.file, s.rows, s.tokens, s.sha256) for s in expected]
+    assert sorted(p.name for p in par.iterdir()) == sorted(s.file for s in shards)  # nothing else left behind

@@ -1,8 +1,11 @@
-"""The local engine: a process pool that returns results in unit order.
+"""The local engine: a process pool whose maps return results in input order.
 
 At most ``2 * workers`` tasks of a map are in flight, so memory stays bounded
 however long the input is (``multiprocessing.Pool.imap`` would read the whole
-input ahead).  With one worker everything runs in this process.
+input ahead).  With one worker everything runs in this process.  One pool can
+serve several maps, at the same time (the reader's text splitting feeds the
+units) or one after the other (the shuffle's stage 2 reuses the workers of
+stage 1 instead of forking new ones from a parent that has grown meanwhile).
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from mlmcorpus.errors import MlmCorpusError
 
-__all__ = ["map_ordered", "default_workers", "SideMap"]
+__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,18 +36,58 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ordered(pool: Executor, fn: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
-    pending: deque[Future] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            while len(pending) >= limit:
+class LocalPool:
+    """``workers`` processes (forked, started by ``initializer(*initargs)``), used as a context manager.
+
+    On leaving with an error, queued tasks are cancelled and the running ones finish
+    (a task takes seconds): killing workers mid-write could leave a result pipe with
+    half a message and hang the executor at exit.
+    """
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = (), in_flight: int | None = None):
+        self.workers = workers
+        self.limit = in_flight or 2 * workers
+        self._executor: ProcessPoolExecutor | None = None
+        if workers <= 1:
+            initializer(*initargs)
+        else:
+            # fork: workers start in milliseconds and inherit imported modules.
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def close(self, cancel: bool = False) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=cancel)
+            self._executor = None
+
+    @property
+    def parallel(self) -> bool:
+        return self._executor is not None
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``map(fn, items)`` on the workers, in input order; an error stops new tasks and propagates."""
+        if self._executor is None:
+            yield from map(fn, items)
+            return
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(self._executor.submit(fn, item))
+                while len(pending) >= self.limit:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
+        except BrokenProcessPool:
+            raise MlmCorpusError("a worker process died (out of memory?); try fewer --workers") from None
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def map_ordered(
@@ -55,33 +98,14 @@ def map_ordered(
     initargs: tuple[Any, ...] = (),
     in_flight: int | None = None,
 ) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` processes, yielding results in input order.
+    """``map(fn, items)`` on a pool of ``workers`` processes living as long as this generator.
 
     ``items`` may also be a function of a *side map*: ``items(side_map)`` builds
     the item stream and may itself run ordered maps on the same workers with
     ``side_map(fn2, items2)`` (the reader splits text there); with one worker it
-    gets None.  The pool lives as long as this generator.  On an error (in a
-    worker, in ``items`` or in the consumer) no new task starts, the running ones
-    finish, and the error propagates.
+    gets None.
     """
-    limit = in_flight or 2 * workers
-    if workers <= 1:
-        initializer(*initargs)
-        yield from map(fn, items(None) if callable(items) else items)
-        return
-    # fork: workers start in milliseconds and inherit imported modules.
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
-    finished = False
-    try:
+    with LocalPool(workers, initializer, initargs, in_flight) as pool:
         if callable(items):
-            items = items(lambda fn2, items2: _ordered(pool, fn2, items2, limit))
-        yield from _ordered(pool, fn, items, limit)
-        finished = True
-    except BrokenProcessPool:
-        raise MlmCorpusError("a worker process died (out of memory?); try fewer --workers") from None
-    finally:
-        # On an error, queued tasks are cancelled and the few already running finish
-        # (a unit takes seconds).  Killing workers mid-write could leave the result
-        # pipe with half a message and hang the executor at exit.
-        pool.shutdown(wait=True, cancel_futures=not finished)
+            items = items(pool.map if pool.parallel else None)
+        yield from pool.map(fn, items)

@@ -79,6 +79,7 @@ _CONTROL_TABLE: dict[int, str | None] = {
 _CONTROL_TABLE[0xFEFF] = None
 for _c in "\t\x0b\x0c\x1c\x1d\x1e\x1f\x85":  # whitespace controls separate words: keep a space
     _CONTROL_TABLE[ord(_c)] = " "
+_CONTROL_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_CONTROL_TABLE)) + "]")
 
 
 @dataclass(slots=True)
@@ -482,7 +483,7 @@ class _TextCleaner:
             return text
 
     def clean(self, text: str) -> str:
-        if self.table is not None:
+        if self.table is not None and _CONTROL_CHAR.search(text) is not None:  # search: 5x faster than translate
             text = text.translate(self.table)
         if self.form is not None and not unicodedata.is_normalized(self.form, text):
             text = unicodedata.normalize(self.form, text)
@@ -525,9 +526,9 @@ def _iter_lines(
         yield lineno, line
 
 
-# A line break that continues the sentence: the line does not end with terminal punctuation
-# (or a closing quote/bracket) and the next line is not blank.
-_SOFT_BREAK = re.compile(r"(?<=[^\s.!?:;\"'\u201d\u2019)\]\u2026\u3002\uff01\uff1f])[ \t]*\r?\n(?=[ \t]*\S)")
+# A line ending in one of these ends its paragraph; any other line break inside a text
+# continues the sentence (hard-wrapped prose).
+_SENTENCE_FINAL = frozenset(".!?:;\"')]\u201d\u2019\u2026\u3002\uff01\uff1f")
 
 
 @dataclass(frozen=True)
@@ -626,9 +627,20 @@ class _DocumentReader:
         wrapped at 70 columns) joins the two lines.  A blank line always ends a paragraph.
         """
         out: list[str] = []
-        for para in _SOFT_BREAK.sub(" ", text).splitlines():
-            if para.strip():
-                out.extend(self.paragraph_sentences(para))
+        lines: list[str] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                if lines:
+                    out.extend(self.paragraph_sentences(" ".join(lines)))
+                    lines = []
+                continue
+            lines.append(line)
+            if line[-1] in _SENTENCE_FINAL:  # a paragraph (or a wrapped one) ends here
+                out.extend(self.paragraph_sentences(" ".join(lines)))
+                lines = []
+        if lines:
+            out.extend(self.paragraph_sentences(" ".join(lines)))
         return out
 
     def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:

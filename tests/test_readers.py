@@ -17,6 +17,7 @@ import pytest
 
 from mlmcorpus.errors import ConfigError, InputError
 from mlmcorpus.readers import (
+    _CONTROL_CHAR,
     _CONTROL_TABLE,
     ReaderConfig,
     ReadStats,
@@ -227,6 +228,11 @@ def test_control_table_is_exactly_category_cc_minus_newlines():
     assert spaces == {9, 11, 12, 28, 29, 30, 31, 133}
     assert {c for c, v in _CONTROL_TABLE.items() if v is None} == (cc - spaces) | {0xFEFF}
     assert {c for c, v in _CONTROL_TABLE.items() if v == " "} == spaces
+    # the pre-check that lets clean() skip translate finds exactly these characters
+    found = {c for c in range(0x3000) if _CONTROL_CHAR.search("ab" + chr(c) + "cd")} | {
+        c for c in (0xFEFF, 0xFFFE, 0x10FFFF) if _CONTROL_CHAR.search(chr(c))
+    }
+    assert found == set(_CONTROL_TABLE)
 
 
 def test_normalisation_nfc_nfkc_lowercase_and_control(tmp_path):

@@ -200,8 +200,12 @@ def source_stamp(path: Path) -> dict:
     import mlmcorpus
 
     st = path.stat()
+    # The prepared sentences come from mlmcorpus's reader and splitter: redo them when those change.
+    reader = hashlib.sha256()
+    for name in ("readers.py", "sentences.py"):
+        reader.update((REPO / "mlmcorpus" / name).read_bytes())
     return {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "mlmcorpus": getattr(mlmcorpus, "__version__", "?")}
+            "mlmcorpus": getattr(mlmcorpus, "__version__", "?"), "reader_sha256": reader.hexdigest()[:16]}
 
 
 def write_bert_layout(source: Path, dest: Path) -> int:

@@ -380,7 +380,12 @@ def _spm_spec_summary(proto: bytes) -> dict[str, str]:
 class HFTokenizer(Tokenizer):
     """A WordPiece ``vocab.txt`` or a Hugging Face ``tokenizer.json`` via ``tokenizers``."""
 
-    def __init__(self, path: str, kind: str, lowercase: bool | None = None, add_special_tokens: bool = False):
+    def __init__(
+        self, path: str, kind: str, lowercase: bool | None = None, add_special_tokens: bool = False, threads: int | None = None
+    ):
+        # threads: 1 = encode on this thread only (a worker process must not start a thread pool of
+        # its own on top of the other workers); None or more = the library's pool over all cores.
+        self.threads = threads
         try:
             from tokenizers import Tokenizer as HFTok
             from tokenizers import decoders, models, normalizers, pre_tokenizers
@@ -435,7 +440,19 @@ class HFTokenizer(Tokenizer):
         self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
 
     def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
-        encs = self._encode(list(sentences), add_special_tokens=False)
+        if self.threads == 1:
+            # `tokenizers` reads this variable on every call: the batch is encoded on this thread.
+            saved = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            try:
+                encs = self._encode(list(sentences), add_special_tokens=False)
+            finally:
+                if saved is None:
+                    del os.environ["TOKENIZERS_PARALLELISM"]
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = saved
+        else:
+            encs = self._encode(list(sentences), add_special_tokens=False)
         return EncodedBatch.from_lists([e.ids for e in encs])
 
     def _base_piece(self, i: int) -> str:
@@ -496,6 +513,8 @@ def load_tokenizer(
 
     A directory or a training prefix also works when it holds exactly one of
     ``tokenizer.json``, ``vocab.txt``, ``*.model`` (or ``PREFIX.model`` exists).
+    ``threads``: encoding threads (sentencepiece's ``num_threads``; for ``tokenizers``,
+    1 keeps encoding on the calling thread, more uses the library's own pool).
     """
     path = _resolve_tokenizer_path(path)
     try:
@@ -509,10 +528,10 @@ def load_tokenizer(
             raise ConfigError("--lowercase/--no-lowercase applies to WordPiece vocab.txt, not sentencepiece models")
         return SentencePieceTokenizer(path, add_special_tokens=add_special_tokens, threads=threads)
     if lower.endswith(".json"):
-        return HFTokenizer(path, "tokenizer.json", lowercase=lowercase, add_special_tokens=add_special_tokens)
+        return HFTokenizer(path, "tokenizer.json", lowercase=lowercase, add_special_tokens=add_special_tokens, threads=threads)
     if b"\x00" in head:
         raise TokenizerError(f"{path}: binary file; expected a sentencepiece .model, a tokenizer.json or a vocab.txt")
-    return HFTokenizer(path, "wordpiece", lowercase=lowercase, add_special_tokens=add_special_tokens)
+    return HFTokenizer(path, "wordpiece", lowercase=lowercase, add_special_tokens=add_special_tokens, threads=threads)
 
 
 def _resolve_tokenizer_path(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import unicodedata
+import os
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,24 @@ def test_wordpiece_vocab_txt(vocab_txt):
     assert tok.word_start_mask().tolist() == [not t.startswith("##") for t in VOCAB]
     cased = load_tokenizer(str(vocab_txt), lowercase=False)
     assert cased.encode("The fox")[0] == cased.special_ids.unk
+
+
+def test_wordpiece_threads_1_encodes_without_the_library_thread_pool(vocab_txt, monkeypatch):
+    """A worker loads its tokenizer with threads=1: `tokenizers` must not start a pool of its own."""
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    seen = []
+    for threads, expected in ((1, "false"), (None, "true")):
+        tok = load_tokenizer(str(vocab_txt), threads=threads) if threads else load_tokenizer(str(vocab_txt), threads=4)
+        real = tok._encode
+
+        def spy(batch, _real=real, **kw):
+            seen.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+            return _real(batch, **kw)
+
+        tok._encode = spy
+        assert tok.encode_batch(["the quick fox"]).ids.tolist() == [5, 6, 7]
+        assert seen[-1] == expected
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"  # restored
 
 
 def test_tokenizer_json_matches_vocab_txt(vocab_txt, tmp_path):

@@ -445,7 +445,9 @@ def write_shards(
             shards = writer.close()
     except BaseException as e:
         if hasattr(results, "close"):
-            results.close()  # stop the workers before cleaning up after them
+            results.close()  # no new units
+        if pool is not None:
+            pool.close(cancel=True)  # the running tasks finish before we clean up after them
         writer.abort()
         remove_partial_shards(out_dir)
         if isinstance(e, OSError):

@@ -306,9 +306,34 @@ def test_failure_leaves_nothing_that_looks_complete(runner, spm_model, tmp_path)
     (bad / "b.jsonl.gz").write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     result = runner.invoke(cli, ["build", str(bad / "a.jsonl"), str(bad / "b.jsonl.gz"), "-o", str(out),
-                                 "--tokenizer", str(spm_model), "--pool-docs", "5", "--shard-size", "50", "-q"])
+                                 "--tokenizer", str(spm_model), "--pool-docs", "5", "--shard-size", "50", "-q", "-j", "2"])
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "corrupt or truncated gzip" in result.stderr
     assert sorted(os.listdir(out)) == []  # no manifest, no shard, no temporary file
+
+
+def _shard_fails_after_others_started(task):
+    """Stage 2 in a worker: shard 1 fails at once (disk full), the others are still writing."""
+    import time
+
+    from mlmcorpus import pipeline
+
+    if task.shard == 1:
+        raise OSError(28, "No space left on device")
+    time.sleep(0.5)
+    return pipeline._real_write_shuffled_shard(task)
+
+
+def test_failure_in_a_parallel_shard_writer_leaves_nothing(runner, spm_model, tmp_path, monkeypatch):
+    from mlmcorpus import pipeline
+
+    monkeypatch.setattr(pipeline, "_real_write_shuffled_shard", pipeline._write_shuffled_shard, raising=False)
+    monkeypatch.setattr(pipeline, "_write_shuffled_shard", _shard_fails_after_others_started)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", "-j", "2",
+                                 *SMALL])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {out}: cannot write shards (No space left on device)\n"
+    assert sorted(os.listdir(out)) == []  # shard 0 finished after the error: removed too; no spill folder
 
 
 @pytest.mark.parametrize(

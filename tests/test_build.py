@@ -311,29 +311,48 @@ def test_failure_leaves_nothing_that_looks_complete(runner, spm_model, tmp_path)
     assert sorted(os.listdir(out)) == []  # no manifest, no shard, no temporary file
 
 
-def _shard_fails_after_others_started(task):
-    """Stage 2 in a worker: shard 1 fails at once (disk full), the others are still writing."""
+def _first_unit_fails_while_the_next_runs(unit):
+    """In a worker: unit 0 fails at once; unit 1 is still working (it scatters its rows afterwards)."""
     import time
 
     from mlmcorpus import pipeline
 
-    if task.shard == 1:
+    if unit.id == 0:
         raise OSError(28, "No space left on device")
     time.sleep(0.5)
-    return pipeline._real_write_shuffled_shard(task)
+    return pipeline._real_process_unit(unit)
 
 
-def test_failure_in_a_parallel_shard_writer_leaves_nothing(runner, spm_model, tmp_path, monkeypatch):
+def _shard_fails_while_others_write(task):
+    """Stage 2 in a worker: shard 0 fails at once, shard 1 is still writing."""
+    import time
+
     from mlmcorpus import pipeline
 
-    monkeypatch.setattr(pipeline, "_real_write_shuffled_shard", pipeline._write_shuffled_shard, raising=False)
-    monkeypatch.setattr(pipeline, "_write_shuffled_shard", _shard_fails_after_others_started)
+    if task.shard == 0:
+        raise OSError(28, "No space left on device")
+    part = pipeline._real_write_shuffled_shard(task)
+    time.sleep(0.3)
+    return part
+
+
+@pytest.mark.parametrize("stage", ["units", "shards"])
+def test_failure_in_a_worker_leaves_nothing_once_the_others_finish(runner, spm_model, tmp_path, monkeypatch, stage):
+    from mlmcorpus import pipeline
+
+    if stage == "units":
+        monkeypatch.setattr(pipeline, "_real_process_unit", pipeline.process_unit, raising=False)
+        monkeypatch.setattr(pipeline, "process_unit", _first_unit_fails_while_the_next_runs)
+    else:
+        monkeypatch.setattr(pipeline, "_real_write_shuffled_shard", pipeline._write_shuffled_shard, raising=False)
+        monkeypatch.setattr(pipeline, "_write_shuffled_shard", _shard_fails_while_others_write)
     out = tmp_path / "out"
     result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", "-j", "2",
                                  *SMALL])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {out}: cannot write shards (No space left on device)\n"
-    assert sorted(os.listdir(out)) == []  # shard 0 finished after the error: removed too; no spill folder
+    # the unit/shard still running when the error arrived wrote its files after it: removed too
+    assert sorted(os.listdir(out)) == []
 
 
 @pytest.mark.parametrize(

@@ -366,6 +366,7 @@ class _ShardTask:
 
     shard: int
     index: str
+    run: str  # unique per stage 2: a process may serve several builds into the same directory
     config: BuildConfig
     out_dir: str
     vocab_size: int
@@ -376,8 +377,8 @@ class _ShardTask:
 def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
     """Output shard ``task.shard``: its slice of the permuted groups, in order, under a temporary name."""
     o = task.config.output
-    if _STAGE2.get("index") != task.index:
-        _STAGE2.update(index=task.index, shuffler=TwoStageShuffle.load(task.index, task.config.seed, o.shuffle_buckets, o.shuffle_mb))
+    if _STAGE2.get("run") != task.run:
+        _STAGE2.update(run=task.run, shuffler=TwoStageShuffle.load(task.index, task.config.seed, o.shuffle_buckets, o.shuffle_mb))
     shuffler: TwoStageShuffle = _STAGE2["shuffler"]
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
@@ -401,10 +402,14 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     total = int(shuffler.rows.sum())
     per_shard = shard_rows(config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
     index = shuffler.save_index()
+    run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
-        _ShardTask(k, index, config, out_dir, vocab_size, per_shard, total) for k in range(-(-total // per_shard))
+        _ShardTask(k, index, run, config, out_dir, vocab_size, per_shard, total) for k in range(-(-total // per_shard))
     ]
-    return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
+    try:
+        return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
+    finally:
+        _STAGE2.clear()  # when stage 2 ran in this process: do not keep the spill index around
 
 
 def write_shards(

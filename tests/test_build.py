@@ -63,6 +63,14 @@ def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_pat
     assert m1["stats"] == m2["stats"]
 
 
+def test_rebuilding_into_the_same_directory_in_one_process_is_a_fresh_build(runner, spm_model, tmp_path):
+    """Stage 2 state kept by a process (here the CLI runner's own, -j 1) never leaks into the next build."""
+    run_build(runner, tmp_path / "out", spm_model, "--workers", "1", "--seed", "1")
+    run_build(runner, tmp_path / "out", spm_model, "--workers", "1", "--seed", "2", "--overwrite")
+    run_build(runner, tmp_path / "fresh", spm_model, "--workers", "1", "--seed", "2")
+    assert sha_of_shards(tmp_path / "out") == sha_of_shards(tmp_path / "fresh")
+
+
 def test_rerun_is_identical_and_another_seed_differs(built, runner, spm_model, tmp_path):
     out, _ = built
     run_build(runner, tmp_path / "again", spm_model, "--workers", "2")

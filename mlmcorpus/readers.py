@@ -580,18 +580,24 @@ class _DocumentReader:
                     yield item
             return
         in_flight: deque[list] = deque()
+        failed: list[Exception] = []
 
         def batches() -> Iterator[list[str]]:
             batch: list = []
             size = 0
-            for item in items:
-                batch.append(item)
-                if isinstance(item, _Pending):
-                    size += len(item.text)
-                if size >= _BATCH_CHARS or len(batch) >= _BATCH_ITEMS:
-                    in_flight.append(batch)
-                    yield [p.text for p in batch if isinstance(p, _Pending)]
-                    batch, size = [], 0
+            try:
+                for item in items:
+                    batch.append(item)
+                    if isinstance(item, _Pending):
+                        size += len(item.text)
+                    if size >= _BATCH_CHARS or len(batch) >= _BATCH_ITEMS:
+                        in_flight.append(batch)
+                        yield [p.text for p in batch if isinstance(p, _Pending)]
+                        batch, size = [], 0
+            except Exception as e:
+                # A read error (a truncated file): the documents read before it still count, as
+                # they do without workers; the error is raised after them.
+                failed.append(e)
             if batch:
                 in_flight.append(batch)
                 yield [p.text for p in batch if isinstance(p, _Pending)]
@@ -603,6 +609,8 @@ class _DocumentReader:
                     yield from self._finish(item, next(split))
                 else:
                     yield item
+        if failed:
+            raise failed[0]
 
     def _finish(self, pending: _Pending, sentences: list[str]) -> Iterator[Document]:
         if not sentences:

@@ -332,16 +332,18 @@ def _first_unit_fails_while_the_next_runs(unit):
 
 
 def _shard_fails_while_others_write(task):
-    """Stage 2 in a worker: shard 0 fails at once, shard 1 is still writing."""
+    """Stage 2 in a worker: shard 0 fails at once; shard 1 finishes its (long) write only later."""
     import time
 
-    from mlmcorpus import pipeline
+    from mlmcorpus.writers import ShardInfo
 
     if task.shard == 0:
         raise OSError(28, "No space left on device")
-    part = pipeline._real_write_shuffled_shard(task)
     time.sleep(0.3)
-    return part
+    path = os.path.join(task.out_dir, f".tmp-train-{task.shard:05d}.parquet")
+    with open(path, "wb") as f:  # the end of a shard write that outlived the failure
+        f.write(b"PAR1")
+    return path, ShardInfo(os.path.basename(path), 1, 1)
 
 
 @pytest.mark.parametrize("stage", ["units", "shards"])
@@ -355,8 +357,9 @@ def test_failure_in_a_worker_leaves_nothing_once_the_others_finish(runner, spm_m
         monkeypatch.setattr(pipeline, "_real_write_shuffled_shard", pipeline._write_shuffled_shard, raising=False)
         monkeypatch.setattr(pipeline, "_write_shuffled_shard", _shard_fails_while_others_write)
     out = tmp_path / "out"
-    result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", "-j", "2",
-                                 *SMALL])
+    # BERT layout: no text splitting on the workers, so the parent sees the failure at once
+    result = runner.invoke(cli, ["build", str(SAMPLE / "en_wiki.bert.txt"), "-o", str(out), "--tokenizer",
+                                 str(spm_model), "-q", "-j", "2", *SMALL])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {out}: cannot write shards (No space left on device)\n"
     # the unit/shard still running when the error arrived wrote its files after it: removed too

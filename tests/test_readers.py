@@ -118,6 +118,29 @@ def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_p
     assert stats.skipped["empty_document"] == 6 and stats.skipped["long_documents_split"] > 0
 
 
+def test_a_truncated_file_keeps_its_first_documents_with_or_without_workers(tmp_path, monkeypatch):
+    """A corrupt file found by walking a folder: what was read before the error counts, either way."""
+    import mlmcorpus.readers as readers
+    from mlmcorpus.engines.local import map_ordered
+
+    lines = "".join(json.dumps({"id": i, "text": f"Document {i} is here. It has two sentences."}) + "\n" for i in range(3000))
+    data = gzip.compress(lines.encode())
+    write(tmp_path / "in" / "a.jsonl.gz", data[: len(data) * 2 // 3])
+    write(tmp_path / "in" / "b.jsonl", json.dumps({"id": "b", "text": "Last one. Still read."}) + "\n")
+    monkeypatch.setattr(readers, "_BATCH_ITEMS", 64)
+    expected, expected_stats = read([tmp_path / "in"])
+    assert 100 < len(expected) < 3000 and expected[-1].id == "b"
+    assert expected_stats.skipped["unreadable_file"] == 1
+    stats = ReadStats()
+
+    def documents(side_map):
+        return iter_documents(resolve_sources([str(tmp_path / "in")], None), ReaderConfig(), stats, split_map=side_map)
+
+    got = list(map_ordered(_identity, documents, 2, _no_init))
+    assert [(d.id, d.sentences) for d in got] == [(d.id, d.sentences) for d in expected]
+    assert stats.as_dict() == expected_stats.as_dict()
+
+
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):
     p = write(tmp_path / "d.jsonl", json.dumps({"body": "One. Two."}) + "\n" + json.dumps({"id": "s", "sentences": ["a  b", "", "c"]}) + "\n")
     docs, _ = read([p], text_field="body")

@@ -390,8 +390,10 @@ def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
     g_lo = 0
     for g, n in enumerate(shuffler.group_rows):
         g_hi = g_lo + n
-        for start in range(max(lo, g_lo), min(hi, g_hi), step):
-            writer.write(shuffler.read_rows(g, start - g_lo, min(start + step, hi, g_hi) - g_lo))
+        if g_lo < hi and g_hi > lo:
+            with shuffler.open_group(g) as group:
+                for start in range(max(lo, g_lo), min(hi, g_hi), step):
+                    writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
         g_lo = g_hi
     (part,) = writer.close_parts()
     return part

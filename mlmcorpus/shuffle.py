@@ -34,6 +34,67 @@ SHUFFLE_DIR = ".tmp-shuffle"
 _SCATTER, _GROUP = 1, 2
 
 
+class _OpenGroup:
+    """One group of a :class:`TwoStageShuffle` whose spill files are open (see ``open_group``).
+
+    Opening a unit's file costs a memory map and an IPC footer: done once per group, not per slice.
+    """
+
+    def __init__(self, shuffle: TwoStageShuffle, g: int):
+        self.perm = shuffle.permutation(g)
+        # The group's concatenation as parts: (unit index, first row in its file), part sizes.
+        part_unit, part_first, part_size = [], [], []
+        for b in shuffle.groups[g]:
+            for u, spill in enumerate(shuffle._units):
+                n = int(spill.offsets[b + 1] - spill.offsets[b])
+                if n:
+                    part_unit.append(u)
+                    part_first.append(int(spill.offsets[b]))
+                    part_size.append(n)
+        self.part_unit = np.asarray(part_unit, dtype=np.int64)
+        self.part_first = np.asarray(part_first, dtype=np.int64)
+        self.part_size = np.asarray(part_size, dtype=np.int64)
+        self.ends = np.cumsum(self.part_size)
+        self.units = len(shuffle._units)
+        self._maps: dict[int, pa.MemoryMappedFile] = {}
+        self._columns: dict[int, dict[str, np.ndarray]] = {}
+        self._paths = [u.path for u in shuffle._units]
+
+    def __enter__(self) -> _OpenGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._columns.clear()
+        for source in self._maps.values():
+            source.close()
+        self._maps.clear()
+
+    def _unit_columns(self, u: int) -> dict[str, np.ndarray]:
+        cols = self._columns.get(u)
+        if cols is None:
+            source = self._maps[u] = pa.memory_map(self._paths[u])
+            batch = pa.ipc.open_file(source).get_batch(0)
+            cols = self._columns[u] = {name: to_numpy(batch.column(name)) for name in batch.schema.names}
+        return cols
+
+    def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of the permuted group."""
+        wanted = self.perm[start:stop]
+        part = np.searchsorted(self.ends, wanted, side="right")
+        unit = self.part_unit[part]
+        row = self.part_first[part] + wanted - (self.ends[part] - self.part_size[part])
+        order = np.argsort(unit, kind="stable")
+        bounds = np.searchsorted(unit[order], np.arange(self.units + 1))
+        out: dict[str, np.ndarray] = {}
+        for u in np.flatnonzero(np.diff(bounds)):
+            dest = order[bounds[u] : bounds[u + 1]]
+            for name, col in self._unit_columns(int(u)).items():
+                if name not in out:
+                    out[name] = np.empty((len(wanted), *col.shape[1:]), dtype=col.dtype)
+                out[name][dest] = col[row[dest]]
+        return out
+
+
 def _unit_file(unit_id: int) -> str:
     return f"unit-{unit_id:07d}.arrow"
 
@@ -139,36 +200,13 @@ class TwoStageShuffle:
         Group ``g`` is the concatenation of its buckets' slices (bucket by bucket,
         unit by unit) taken in the order of :meth:`permutation`.
         """
-        group = self.groups[g]
-        # The group's concatenation as parts: (unit index, first row in its file), part sizes.
-        part_unit, part_first, part_size = [], [], []
-        for b in group:
-            for u, spill in enumerate(self._units):
-                n = int(spill.offsets[b + 1] - spill.offsets[b])
-                if n:
-                    part_unit.append(u)
-                    part_first.append(int(spill.offsets[b]))
-                    part_size.append(n)
-        ends = np.cumsum(part_size)
-        wanted = self.permutation(g)[start:stop]
-        part = np.searchsorted(ends, wanted, side="right")
-        unit = np.asarray(part_unit, dtype=np.int64)[part]
-        row = np.asarray(part_first, dtype=np.int64)[part] + wanted - (ends[part] - np.asarray(part_size)[part])
-        # Gather unit by unit: one memory map open at a time.
-        order = np.argsort(unit, kind="stable")
-        bounds = np.searchsorted(unit[order], np.arange(len(self._units) + 1))
-        out: dict[str, np.ndarray] | None = None
-        for u in np.flatnonzero(np.diff(bounds)):
-            dest = order[bounds[u] : bounds[u + 1]]
-            with pa.memory_map(self._units[u].path) as source:
-                batch = pa.ipc.open_file(source).get_batch(0)
-                for name in batch.schema.names:
-                    col = to_numpy(batch.column(name))
-                    if out is None or name not in out:
-                        out = out or {}
-                        out[name] = np.empty((len(wanted), *col.shape[1:]), dtype=col.dtype)
-                    out[name][dest] = col[row[dest]]
-        return out if out is not None else {}
+        with self.open_group(g) as group:
+            return group.rows(start, stop)
+
+    def open_group(self, g: int) -> _OpenGroup:
+        """Group ``g`` with its units' spill files memory-mapped, to read many slices of it
+        (a context manager: the maps are closed on leaving)."""
+        return _OpenGroup(self, g)
 
     def drain(self) -> Iterator[dict[str, np.ndarray]]:
         """Stage 2 in this process: every group, permuted, in order."""

@@ -411,7 +411,10 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
-        _STAGE2.clear()  # when stage 2 ran in this process: do not keep the spill index around
+        # When stage 2 ran in this process: unmap the spill files, forget the index.
+        if "shuffler" in _STAGE2:
+            _STAGE2["shuffler"].close()
+        _STAGE2.clear()
 
 
 def write_shards(

@@ -2,47 +2,108 @@
 
 Stage 1 (:func:`scatter`, run by the worker that made the unit): each unit
 scatters its rows over ``buckets`` buckets with a draw from the unit's own
-generator and writes them once, sorted by bucket, to a spill file.  Stage 2:
-consecutive buckets form groups that fit ``memory_mb``; the rows of a group are
-its buckets' slices of every unit, bucket by bucket and unit by unit, permuted
-with a generator keyed by (seed, group).  :meth:`TwoStageShuffle.read_rows`
+generator and appends them once, sorted by bucket, to its process's spill file.
+Stage 2: consecutive buckets form groups that fit ``memory_mb``; the rows of a
+group are its buckets' slices of every unit, bucket by bucket and unit by unit,
+permuted with a generator keyed by (seed, group).  :meth:`TwoStageShuffle.open_group`
 fetches any range of a permuted group straight from the memory-mapped spill
 files, so output shards can be written in parallel, each reading only its own
 rows.  Every shard then mixes rows from all over the corpus, memory is bounded by
 one group, and the result depends only on the rows, the seed and the
-configuration -- never on the number of workers.  Spill files are uncompressed
-Arrow IPC files under a temporary folder removed at the end or on failure.
+configuration -- never on the number of workers or on which process spilled
+which unit (a unit is found by its recorded file and offset).
+
+Spill files are raw column blocks (one per process, so a corpus of thousands of
+units still has a handful of files to map) under a temporary folder removed at
+the end or on failure.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from mlmcorpus.rng import Purpose, unit_generator
-from mlmcorpus.writers import to_arrow, to_numpy
 
 __all__ = ["TwoStageShuffle", "SpillUnit", "scatter", "SHUFFLE_DIR"]
 
 SHUFFLE_DIR = ".tmp-shuffle"
 # Generator purposes beyond the unit's own: scatter keyed by unit, permutation keyed by group.
 _SCATTER, _GROUP = 1, 2
+_ALIGN = 64  # each column block starts on a multiple of this
+
+
+@dataclass(frozen=True)
+class SpillUnit:
+    """Where one unit's rows went: ``rows`` rows sorted by bucket at byte ``start`` of ``path``.
+
+    Bucket b is rows ``offsets[b]:offsets[b + 1]``; ``columns`` lists (name, dtype, width)
+    in block order (width 0 = one value per row); each column is one aligned block.
+    """
+
+    unit_id: int
+    path: str
+    start: int
+    rows: int
+    columns: tuple[tuple[str, str, int], ...]
+    offsets: np.ndarray  # int64[buckets + 1]
+
+    @property
+    def row_bytes(self) -> int:
+        return sum(np.dtype(dt).itemsize * max(width, 1) for _, dt, width in self.columns)
+
+    def blocks(self) -> Iterator[tuple[str, np.dtype, tuple[int, ...], int]]:
+        """(name, dtype, shape, byte offset in the file) of each column block."""
+        pos = self.start
+        for name, dt, width in self.columns:
+            dtype = np.dtype(dt)
+            shape = (self.rows, width) if width else (self.rows,)
+            yield name, dtype, shape, pos
+            pos += _aligned(self.rows * dtype.itemsize * max(width, 1))
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
+    """Stage 1 for one unit: draw each row's bucket and append the rows, sorted by bucket
+    (stable), to this process's spill file.
+
+    The rows are a pure function of (seed, unit, rows): any process may run it.
+    """
+    n = len(cols["next_sentence_label"])
+    if n == 0:
+        return None
+    target = unit_generator(seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, buckets, size=n)
+    order = np.argsort(target, kind="stable")
+    offsets = np.zeros(buckets + 1, dtype=np.int64)
+    np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
+    os.makedirs(spill_dir, exist_ok=True)
+    path = os.path.join(spill_dir, f"spill-{os.getpid()}.bin")
+    columns = []
+    with open(path, "ab") as f:
+        start = f.seek(0, os.SEEK_END)
+        for name, arr in cols.items():
+            block = np.ascontiguousarray(arr[order]).tobytes()
+            f.write(block)
+            f.write(b"\0" * (_aligned(len(block)) - len(block)))
+            columns.append((name, arr.dtype.str, arr.shape[1] if arr.ndim == 2 else 0))
+    return SpillUnit(unit_id, path, start, n, tuple(columns), offsets)
 
 
 class _OpenGroup:
-    """One group of a :class:`TwoStageShuffle` whose spill files are open (see ``open_group``).
-
-    Opening a unit's file costs a memory map and an IPC footer: done once per group, not per slice.
-    """
+    """One group of a :class:`TwoStageShuffle`, ready to read slices of (see ``open_group``)."""
 
     def __init__(self, shuffle: TwoStageShuffle, g: int):
+        self.shuffle = shuffle
         self.perm = shuffle.permutation(g)
-        # The group's concatenation as parts: (unit index, first row in its file), part sizes.
+        # The group's concatenation as parts: (unit index, first row of the unit), part sizes.
         part_unit, part_first, part_size = [], [], []
         for b in shuffle.groups[g]:
             for u, spill in enumerate(shuffle._units):
@@ -55,80 +116,31 @@ class _OpenGroup:
         self.part_first = np.asarray(part_first, dtype=np.int64)
         self.part_size = np.asarray(part_size, dtype=np.int64)
         self.ends = np.cumsum(self.part_size)
-        self.units = len(shuffle._units)
-        self._maps: dict[int, pa.MemoryMappedFile] = {}
-        self._columns: dict[int, dict[str, np.ndarray]] = {}
-        self._paths = [u.path for u in shuffle._units]
 
     def __enter__(self) -> _OpenGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._columns.clear()
-        for source in self._maps.values():
-            source.close()
-        self._maps.clear()
-
-    def _unit_columns(self, u: int) -> dict[str, np.ndarray]:
-        cols = self._columns.get(u)
-        if cols is None:
-            source = self._maps[u] = pa.memory_map(self._paths[u])
-            batch = pa.ipc.open_file(source).get_batch(0)
-            cols = self._columns[u] = {name: to_numpy(batch.column(name)) for name in batch.schema.names}
-        return cols
+        self.shuffle.release()
 
     def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of the permuted group."""
+        units = len(self.shuffle._units)
         wanted = self.perm[start:stop]
         part = np.searchsorted(self.ends, wanted, side="right")
         unit = self.part_unit[part]
         row = self.part_first[part] + wanted - (self.ends[part] - self.part_size[part])
         order = np.argsort(unit, kind="stable")
-        bounds = np.searchsorted(unit[order], np.arange(self.units + 1))
+        bounds = np.searchsorted(unit[order], np.arange(units + 1))
         out: dict[str, np.ndarray] = {}
         for u in np.flatnonzero(np.diff(bounds)):
             dest = order[bounds[u] : bounds[u + 1]]
-            for name, col in self._unit_columns(int(u)).items():
+            for name, col in self.shuffle.unit_columns(int(u)).items():
                 if name not in out:
                     out[name] = np.empty((len(wanted), *col.shape[1:]), dtype=col.dtype)
                 out[name][dest] = col[row[dest]]
+            self.shuffle.release(int(u))  # resident memory: one unit's pages at a time
         return out
-
-
-def _unit_file(unit_id: int) -> str:
-    return f"unit-{unit_id:07d}.arrow"
-
-
-@dataclass(frozen=True)
-class SpillUnit:
-    """One unit's spill file: rows sorted by bucket; bucket b is rows ``offsets[b]:offsets[b + 1]``."""
-
-    unit_id: int
-    path: str
-    offsets: np.ndarray  # int64[buckets + 1]
-    row_bytes: int
-
-
-def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
-    """Stage 1 for one unit: draw each row's bucket and write the rows sorted by bucket (stable).
-
-    A pure function of (seed, unit, rows): any process may run it.
-    """
-    n = len(cols["next_sentence_label"])
-    if n == 0:
-        return None
-    target = unit_generator(seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, buckets, size=n)
-    order = np.argsort(target, kind="stable")
-    offsets = np.zeros(buckets + 1, dtype=np.int64)
-    np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
-    names = list(cols)
-    batch = pa.RecordBatch.from_arrays([to_arrow(cols[k][order]) for k in names], names=names)
-    os.makedirs(spill_dir, exist_ok=True)
-    path = os.path.join(spill_dir, _unit_file(unit_id))
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    row_bytes = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in cols.values())
-    return SpillUnit(unit_id, path, offsets, row_bytes)
 
 
 class TwoStageShuffle:
@@ -136,8 +148,8 @@ class TwoStageShuffle:
 
     Units must be added in unit order (:meth:`add` scatters here,
     :meth:`register` takes a unit a worker scattered).  After the last one,
-    :attr:`group_rows` gives each group's size and :meth:`read_rows` any range
-    of a permuted group; :meth:`drain` yields the groups whole, in order.
+    :attr:`group_rows` gives each group's size and :meth:`open_group` reads any
+    range of a permuted group; :meth:`drain` yields the groups whole, in order.
     """
 
     def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
@@ -150,6 +162,7 @@ class TwoStageShuffle:
         self._units: list[SpillUnit] = []
         self._groups: list[list[int]] | None = None
         self._perm: tuple[int, np.ndarray] | None = None
+        self._maps: dict[str, mmap.mmap] = {}
         os.makedirs(self.dir, exist_ok=True)
 
     def add(self, unit_id: int, cols: dict[str, np.ndarray]) -> None:
@@ -157,7 +170,7 @@ class TwoStageShuffle:
         self.register(scatter(self.dir, self.seed, self.buckets, unit_id, cols))
 
     def register(self, spill: SpillUnit | None) -> None:
-        """Stage 1 done elsewhere: take a unit's spill file (call in unit order)."""
+        """Stage 1 done elsewhere: take a unit's spill record (call in unit order)."""
         if spill is None:
             return
         counts = np.diff(spill.offsets)
@@ -194,6 +207,35 @@ class TwoStageShuffle:
             self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(self.group_rows[g]))
         return self._perm[1]
 
+    def unit_columns(self, u: int) -> dict[str, np.ndarray]:
+        """The ``u``-th registered unit's columns: read-only views of its memory-mapped spill file."""
+        spill = self._units[u]
+        mm = self._maps.get(spill.path)
+        if mm is None:
+            with open(spill.path, "rb") as f:
+                mm = self._maps[spill.path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return {
+            name: np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=pos).reshape(shape)
+            for name, dtype, shape, pos in spill.blocks()
+        }
+
+    def release(self, u: int | None = None) -> None:
+        """Drop the spill pages of unit ``u`` (or of every unit) from this process's resident
+        memory; they stay in the page cache.  Reading slice after slice then does not grow
+        the process by the size of the spill files it gathers from."""
+        if not hasattr(mmap, "MADV_DONTNEED"):  # not Linux: the kernel decides
+            return
+        if u is None:
+            for mm in self._maps.values():
+                mm.madvise(mmap.MADV_DONTNEED)
+            return
+        spill = self._units[u]
+        mm = self._maps.get(spill.path)
+        if mm is not None:
+            first = spill.start - spill.start % mmap.PAGESIZE
+            end = min(spill.start + sum(_aligned(spill.rows * np.dtype(dt).itemsize * max(w, 1)) for _, dt, w in spill.columns), len(mm))
+            mm.madvise(mmap.MADV_DONTNEED, first, end - first)
+
     def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of permuted group ``g``, gathered from the spill files.
 
@@ -204,8 +246,8 @@ class TwoStageShuffle:
             return group.rows(start, stop)
 
     def open_group(self, g: int) -> _OpenGroup:
-        """Group ``g`` with its units' spill files memory-mapped, to read many slices of it
-        (a context manager: the maps are closed on leaving)."""
+        """Group ``g``, to read many slices of it (a context manager: on leaving, the pages
+        read are released)."""
         return _OpenGroup(self, g)
 
     def drain(self) -> Iterator[dict[str, np.ndarray]]:
@@ -216,23 +258,43 @@ class TwoStageShuffle:
     def save_index(self) -> str:
         """Write what stage 2 needs to know about the spilled units (for :meth:`load`, in another process)."""
         path = os.path.join(self.dir, "index.npz")
+        units = self._units
         np.savez(
             path,
-            unit_ids=np.array([u.unit_id for u in self._units], dtype=np.int64),
-            offsets=np.array([u.offsets for u in self._units], dtype=np.int64).reshape(len(self._units), self.buckets + 1),
-            row_bytes=np.array([u.row_bytes for u in self._units], dtype=np.int64),
+            unit_ids=np.array([u.unit_id for u in units], dtype=np.int64),
+            paths=np.array([os.path.basename(u.path) for u in units], dtype=str),
+            starts=np.array([u.start for u in units], dtype=np.int64),
+            rows=np.array([u.rows for u in units], dtype=np.int64),
+            offsets=np.array([u.offsets for u in units], dtype=np.int64).reshape(len(units), self.buckets + 1),
+            columns=np.array([repr(u.columns) for u in units], dtype=str),
         )
         return path
 
     @classmethod
     def load(cls, index: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
         """The shuffle whose stage 1 :meth:`save_index` recorded."""
+        import ast
+
         out_dir = os.path.dirname(os.path.dirname(index))
         sh = cls(out_dir, seed, buckets, memory_mb)
         with np.load(index) as z:
-            for unit_id, offsets, row_bytes in zip(z["unit_ids"].tolist(), z["offsets"], z["row_bytes"].tolist()):
-                sh.register(SpillUnit(unit_id, os.path.join(sh.dir, _unit_file(unit_id)), offsets, row_bytes))
+            for unit_id, name, start, rows, offsets, columns in zip(
+                z["unit_ids"].tolist(), z["paths"].tolist(), z["starts"].tolist(), z["rows"].tolist(), z["offsets"],
+                z["columns"].tolist(),
+            ):
+                spill = SpillUnit(unit_id, os.path.join(sh.dir, name), start, rows, ast.literal_eval(columns), offsets)
+                sh.register(spill)
         return sh
 
+    def close(self) -> None:
+        """Unmap the spill files (views handed out must be gone)."""
+        maps, self._maps = self._maps, {}
+        for mm in maps.values():
+            try:
+                mm.close()
+            except BufferError:  # a view is still alive: the map goes with it
+                pass
+
     def cleanup(self) -> None:
+        self.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -527,8 +527,11 @@ def _iter_lines(
 
 
 # A line ending in one of these ends its paragraph; any other line break inside a text
-# continues the sentence (hard-wrapped prose).
-_SENTENCE_FINAL = frozenset(".!?:;\"')]\u201d\u2019\u2026\u3002\uff01\uff1f")
+# continues the sentence (hard-wrapped prose) -- except after Hangul, CJK and other scripts
+# from U+1100 on: Korean often ends a sentence without punctuation (``...했다``), and Chinese
+# or Japanese lines cannot be joined with a space.
+_SENTENCE_FINAL = frozenset(".!?:;\"')]}\u00bb\u201d\u2019\u203a\u2026")
+_WRAPPING_SCRIPTS_END = 0x1100
 
 
 @dataclass(frozen=True)
@@ -644,7 +647,8 @@ class _DocumentReader:
                     lines = []
                 continue
             lines.append(line)
-            if line[-1] in _SENTENCE_FINAL:  # a paragraph (or a wrapped one) ends here
+            last = line[-1]
+            if last in _SENTENCE_FINAL or ord(last) >= _WRAPPING_SCRIPTS_END:  # the paragraph ends here
                 out.extend(self.paragraph_sentences(" ".join(lines)))
                 lines = []
         if lines:

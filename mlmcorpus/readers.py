@@ -526,12 +526,10 @@ def _iter_lines(
         yield lineno, line
 
 
-# A line ending in one of these ends its paragraph; any other line break inside a text
-# continues the sentence (hard-wrapped prose) -- except after Hangul, CJK and other scripts
-# from U+1100 on: Korean often ends a sentence without punctuation (``...했다``), and Chinese
-# or Japanese lines cannot be joined with a space.
+# A line break continues the sentence (hard-wrapped prose) only when the line does not end with
+# one of these and the next line starts with a lowercase letter.  Scripts without case (Hangul,
+# CJK, Devanagari, Arabic, Thai, ...) are therefore never joined: one paragraph per line.
 _SENTENCE_FINAL = frozenset(".!?:;\"')]}\u00bb\u201d\u2019\u203a\u2026")
-_WRAPPING_SCRIPTS_END = 0x1100
 
 
 @dataclass(frozen=True)
@@ -634,25 +632,27 @@ class _DocumentReader:
         """Sentences of a multi-paragraph text.
 
         A line is a paragraph (WikiExtractor writes one per line) unless it is hard-wrapped
-        prose: a line break after a line that does not end a sentence (a Gutenberg book
-        wrapped at 70 columns) joins the two lines.  A blank line always ends a paragraph.
+        prose: a line that does not end with sentence-final punctuation, followed by one that
+        starts with a lowercase letter (a Gutenberg book wrapped at 70 columns), continues on
+        it.  A blank line always ends a paragraph.
         """
         out: list[str] = []
-        lines: list[str] = []
-        for line in text.splitlines():
-            line = line.strip()
+        para: list[str] = []
+        lines = [line.strip() for line in text.splitlines()]
+        last = len(lines) - 1
+        for i, line in enumerate(lines):
             if not line:
-                if lines:
-                    out.extend(self.paragraph_sentences(" ".join(lines)))
-                    lines = []
+                if para:
+                    out.extend(self.paragraph_sentences(" ".join(para)))
+                    para = []
                 continue
-            lines.append(line)
-            last = line[-1]
-            if last in _SENTENCE_FINAL or ord(last) >= _WRAPPING_SCRIPTS_END:  # the paragraph ends here
-                out.extend(self.paragraph_sentences(" ".join(lines)))
-                lines = []
-        if lines:
-            out.extend(self.paragraph_sentences(" ".join(lines)))
+            para.append(line)
+            wrapped = i < last and lines[i + 1][:1].islower() and line[-1] not in _SENTENCE_FINAL
+            if not wrapped:
+                out.extend(self.paragraph_sentences(" ".join(para)))
+                para = []
+        if para:
+            out.extend(self.paragraph_sentences(" ".join(para)))
         return out
 
     def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:

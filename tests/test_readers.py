@@ -77,10 +77,17 @@ def test_jsonl_joins_hard_wrapped_lines_but_keeps_one_paragraph_per_line(tmp_pat
     docs, _ = read([p])
     assert docs[0].sentences == ["CHAPTER I.", "It was a dark and stormy night; the rain fell in torrents.", "Except at intervals."]
     assert docs[1].sentences == ["Anarchism", "Anarchism is a philosophy.", "Early life.", "He was born in Paris"]
-    # Korean lines without final punctuation and Chinese/Japanese lines are never joined
-    ko_ja = "청원합니다\n정말 힘들었다\n吾輩は猫である\n名前はまだ無い\n"
-    p2 = write(tmp_path / "k.jsonl", json.dumps({"text": ko_ja}) + "\n")
-    assert read([p2])[0][0].sentences == ["청원합니다", "정말 힘들었다", "吾輩は猫である", "名前はまだ無い"]
+    # only a line continued by a lowercase letter is joined: not headings, list items, or scripts
+    # without case (Korean often ends a sentence without punctuation; Hindi ends one with "।")
+    others = (
+        "He paused—\nthen spoke.\nEarly life\nHe was born in 1914\n- two eggs\n- salt\n"
+        "청원합니다\n정말 힘들었다\n吾輩は猫である\n名前はまだ無い\nवह घर गया।\nफिर वह सो गया।\n"
+    )
+    p2 = write(tmp_path / "k.jsonl", json.dumps({"text": others}) + "\n")
+    assert read([p2])[0][0].sentences == [
+        "He paused— then spoke.", "Early life", "He was born in 1914", "- two eggs", "- salt",
+        "청원합니다", "정말 힘들었다", "吾輩は猫である", "名前はまだ無い", "वह घर गया।", "फिर वह सो गया।",
+    ]
     # the same book as a text file (paragraphs between blank lines) splits the same way
     text_docs, _ = read([write(tmp_path / "b.txt", book)], doc_boundary="file")
     assert text_docs[0].sentences == docs[0].sentences

@@ -66,6 +66,11 @@ class SpillUnit:
             yield name, dtype, shape, pos
             pos += _aligned(self.rows * dtype.itemsize * max(width, 1))
 
+    @property
+    def end(self) -> int:
+        """Byte offset just after the unit's last block."""
+        return self.start + sum(_aligned(self.rows * np.dtype(dt).itemsize * max(w, 1)) for _, dt, w in self.columns)
+
 
 def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
@@ -233,7 +238,7 @@ class TwoStageShuffle:
         mm = self._maps.get(spill.path)
         if mm is not None:
             first = spill.start - spill.start % mmap.PAGESIZE
-            end = min(spill.start + sum(_aligned(spill.rows * np.dtype(dt).itemsize * max(w, 1)) for _, dt, w in spill.columns), len(mm))
+            end = min(spill.end, len(mm))
             mm.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -252,13 +252,10 @@ class ShardWriter(ABC):
             self._end_shard()
         for tmp, info in zip(self._tmp_paths, self._shards):
             self._seal(tmp, info)
-            info.file = os.path.basename(tmp)[len(".tmp-") :]
         return list(zip(self._tmp_paths, self._shards))
 
     def abort(self) -> None:
         """Remove temporary files after a failure."""
-        import shutil
-
         if self._open:
             try:
                 self._close_shard()
@@ -266,10 +263,7 @@ class ShardWriter(ABC):
                 pass
             self._open = False
         for tmp in self._tmp_paths:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif os.path.exists(tmp):
-                os.unlink(tmp)
+            _remove_temporary(tmp)
 
     # -- internals
     def _take(self, n: int) -> dict[str, np.ndarray]:
@@ -420,12 +414,19 @@ def finish_shards(out_dir: str, parts: list[tuple[str, ShardInfo]]) -> list[Shar
 
 def remove_partial_shards(out_dir: str) -> None:
     """Delete every temporary shard in ``out_dir`` (after a failure)."""
-    import shutil
-
     for name in os.listdir(out_dir):
         if name.startswith(".tmp-train-"):
-            path = os.path.join(out_dir, name)
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+            _remove_temporary(os.path.join(out_dir, name))
+
+
+def _remove_temporary(path: str) -> None:
+    """A temporary shard: a Parquet file or a NumPy shard directory (gone already is fine)."""
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.unlink(path)
 
 
 def make_writer(

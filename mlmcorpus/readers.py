@@ -572,14 +572,8 @@ class _DocumentReader:
         self.split_map = split_map
 
     def resolve(self, items: Iterable[Document | _Pending]) -> Iterator[Document]:
-        """Documents in order, pending texts split here or by ``split_map``."""
-        if self.split_map is None:
-            for item in items:
-                if isinstance(item, _Pending):
-                    yield from self._finish(item, self.text_sentences(item.text))
-                else:
-                    yield item
-            return
+        """Documents in order, pending texts split in batches by ``split_map`` (or here)."""
+        split_map = self.split_map or map
         in_flight: deque[list] = deque()
         failed: list[Exception] = []
 
@@ -603,7 +597,7 @@ class _DocumentReader:
                 in_flight.append(batch)
                 yield [p.text for p in batch if isinstance(p, _Pending)]
 
-        for results in self.split_map(partial(split_texts, self.config), batches()):
+        for results in split_map(partial(split_texts, self.config), batches()):
             split = iter(results)
             for item in in_flight.popleft():
                 if isinstance(item, _Pending):

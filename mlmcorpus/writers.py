@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from mlmcorpus.config import OutputConfig
 from mlmcorpus.hashing import sha256_file
 from mlmcorpus.errors import OutputError
+from mlmcorpus.masking import labels_at
 from mlmcorpus.pairs import attention_mask, token_type_ids
 
 __all__ = [
@@ -93,14 +94,11 @@ def expand(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     is 1 on the first ``lengths`` tokens.
     """
     ids = compact["input_ids"]
-    n, L = ids.shape
+    L = ids.shape[1]
     lengths = compact["lengths"].astype(np.int64)
     a_len = compact["a_len"].astype(np.int64)
     pos = compact["masked_lm_positions"].astype(np.int64)
-    labels = np.full((n, L), -100, dtype=np.int64)
-    valid = pos > 0
-    rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
-    labels[rows[valid], pos[valid]] = compact["masked_lm_ids"][valid]
+    labels = labels_at(pos, compact["masked_lm_ids"], pos > 0, L)  # position 0, the [CLS], marks padding
     return {
         "input_ids": ids,
         "token_type_ids": token_type_ids(lengths, a_len, L),

@@ -23,7 +23,7 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.pairs import PairStats, Segments
 from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
-from mlmcorpus.writers import COMPACT, id_dtype, to_arrow, to_numpy
+from mlmcorpus.writers import COMPACT, from_numpy, id_dtype, numeric_values, to_arrow, to_numpy
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -77,8 +77,8 @@ def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -
 
 def _to_numpy(col: pa.Array) -> np.ndarray:
     if isinstance(col.type, pa.ListType):  # ragged: (offsets int64[n + 1] from 0, values)
-        offsets = col.offsets.to_numpy().astype(np.int64)
-        values = col.values.to_numpy(zero_copy_only=False)
+        offsets = numeric_values(col.offsets).astype(np.int64)
+        values = numeric_values(col.values)
         return offsets - offsets[0], values[offsets[0] : offsets[-1]]  # type: ignore[return-value]
     return to_numpy(col)
 
@@ -127,9 +127,9 @@ class StageWriter:
         seg = u.segments
         offsets = np.concatenate([seg.start, [seg.start[-1] + seg.length[-1]]]) if len(seg.start) else np.zeros(1, np.int64)
         base = int(offsets[0])
-        ids = pa.ListArray.from_arrays(pa.array((offsets - base).astype(np.int32)), pa.array(seg.ids[base : int(offsets[-1])]))
+        ids = pa.ListArray.from_arrays(from_numpy((offsets - base).astype(np.int32)), from_numpy(seg.ids[base : int(offsets[-1])]))
         doc = np.repeat(np.arange(seg.num_docs, dtype=np.int32), seg.doc_hi - seg.doc_lo)
-        batch = pa.RecordBatch.from_arrays([ids, pa.array(doc)], schema=self.schema)
+        batch = pa.RecordBatch.from_arrays([ids, from_numpy(doc)], schema=self.schema)
         self._write_batch(batch, {"unit_id": u.unit_id, "pairs": _pair_stats_json(u.stats)})
 
     def write_paired(self, p: PairedUnit) -> None:
@@ -148,7 +148,7 @@ class StageWriter:
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)  # pa.array([]) imports pandas
 
 
 _PRODUCER = {"pairs": "mlmcorpus pairs", "segments": "mlmcorpus pairs", "masked": "mlmcorpus mask"}

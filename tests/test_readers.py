@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlmcorpus.errors import ConfigError, InputError
 from mlmcorpus.readers import (
@@ -550,3 +552,41 @@ def test_parquet_cells_obey_the_line_cap(tmp_path):
     pq.write_table(pa.table({"text": ["short.", "y" * 5000]}), p)
     docs, stats = read([p], max_line_bytes=1024)
     assert [d.sentences for d in docs] == [["short."]] and stats.skipped == {"line_too_long": 1}
+
+
+# ------------------------------------------------------------------ whitespace inside sentences
+
+
+def _reference_paragraph_sentences(reader, paragraph: str) -> list[str]:
+    """What paragraph_sentences computed before its fast path: every sentence re-spaced."""
+    out = (" ".join(s.split()) for s in reader.split(reader.cleaner.clean(paragraph)))
+    return [s for s in out if s]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("Aa. ?!\t\u00a0\u2003\u3000\x0c\x07\u0301e\u00e9\"") + ["Mr.", "  ", "가다."]), max_size=40).map("".join))
+def test_sentence_whitespace_fast_path_matches_the_full_normalisation(paragraph):
+    from mlmcorpus.readers import _DocumentReader
+
+    for config in (ReaderConfig(), ReaderConfig(splitter="none"), ReaderConfig(lowercase=True, normalize="nfkc")):
+        reader = _DocumentReader(config, ReadStats())
+        assert reader.paragraph_sentences(paragraph) == _reference_paragraph_sentences(reader, paragraph)
+
+
+def test_runs_of_whitespace_inside_sentences_become_one_space(tmp_path):
+    text = "Two  spaces\there. No\u00a0break\u2003space and\u3000ideographic.\nPlain one. Another one."
+    p = write(tmp_path / "w.jsonl", json.dumps({"text": text}) + "\n")
+    assert read([p])[0][0].sentences == [
+        "Two spaces here.", "No break space and ideographic.", "Plain one.", "Another one.",
+    ]
+
+
+def padded_splitter(paragraph: str) -> list[str]:
+    """A plug-in splitter that does not return slices: its sentences are still re-spaced."""
+    return [f"  {part}\t " for part in paragraph.split(". ")]
+
+
+def test_plugin_splitter_output_is_normalised(tmp_path):
+    p = write(tmp_path / "w.jsonl", json.dumps({"text": "One here. Two there."}) + "\n")
+    docs, _ = read([p], splitter=f"{__name__}:padded_splitter")
+    assert docs[0].sentences == ["One here", "Two there."]

@@ -95,7 +95,9 @@ class OutputConfig:
     format: str = "parquet"
     shard_rows: int = 100_000
     shard_mb: float | None = None
-    row_group_rows: int = 8192
+    # 4096 rows at seq 128: ~6 MB per row group before compression, the unit a writer holds in
+    # memory (8192 cost each writing process ~25 MB more at the same speed).
+    row_group_rows: int = 4096
     compression_level: int = 1
     shuffle: bool = True
     shuffle_buckets: int = 256

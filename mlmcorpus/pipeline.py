@@ -37,7 +37,7 @@ from mlmcorpus.pairs import (
     create_instances,
     split_segments,
 )
-from mlmcorpus.engines.local import LocalPool
+from mlmcorpus.engines.local import LocalPool, release_memory
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
@@ -266,6 +266,7 @@ def process_unit(unit: Unit) -> MaskedUnit:
         o = config.output
         masked.spill = scatter(spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
         masked.columns = None
+        release_memory()
     return masked
 
 
@@ -396,6 +397,7 @@ def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
                     writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
         g_lo = g_hi
     (part,) = writer.close_parts()
+    release_memory()
     return part
 
 
@@ -449,6 +451,7 @@ def write_shards(
             if on_unit is not None:
                 on_unit(unit)
         if shuffler is not None:
+            release_memory()  # what stage 1 left in this process
             stage2 = pool if pool is not None else LocalPool(1, _quiet_worker)
             shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
         else:

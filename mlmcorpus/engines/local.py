@@ -20,13 +20,38 @@ from typing import Any, TypeVar
 
 from mlmcorpus.errors import MlmCorpusError
 
-__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap"]
+__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap", "release_memory"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: ``side_map(fn, items)``: an ordered map on the same workers (see :func:`map_ordered`).
 SideMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand memory freed by the last task back to the OS (glibc and Arrow's pool keep it otherwise).
+
+    Between a worker's tasks: without it every worker keeps the high-water mark of any
+    task it ran, which adds up over a pool and grows with the number of tasks.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def default_workers() -> int:

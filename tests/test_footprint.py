@@ -1,4 +1,6 @@
-"""Commands must not import pandas: pyarrow does so implicitly (``pa.array(ndarray)``,
+"""A process's footprint: what it imports and the memory it keeps.
+
+Commands must not import pandas: pyarrow does so implicitly (``pa.array(ndarray)``,
 ``Array.to_numpy``) when it is installed, which costs every writing process 0.2-0.5 s and
 40+ MB.  The hook sees the *attempt*, so these tests mean the same whether pandas is
 installed or not; forked workers inherit it."""
@@ -95,3 +97,32 @@ def test_numeric_values_falls_back_for_nulls_and_refuses_non_numbers():
         from_numpy(np.array([True, False]))
     with pytest.raises(TypeError):
         from_numpy(np.zeros((2, 2), dtype=np.int32))
+
+
+def _rss_anon_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim and /proc are Linux")
+def test_release_memory_returns_freed_heap_to_the_os():
+    """Workers call release_memory between tasks so each one does not keep its high-water mark."""
+    from mlmcorpus.engines import local
+
+    if local._MALLOC_TRIM is None:
+        pytest.skip("not glibc")
+    local.release_memory()
+    # 64 MB in 64 KB arrays: below glibc's mmap threshold, so they live on the heap and freeing
+    # them leaves the pages resident until trimmed (the last one keeps the heap top in use).
+    blocks = [np.ones(64 * 1024, dtype=np.uint8) for _ in range(1024)]
+    keep = np.ones(64 * 1024, dtype=np.uint8)
+    high = _rss_anon_kb()
+    del blocks
+    before = _rss_anon_kb()
+    local.release_memory()
+    after = _rss_anon_kb()
+    assert high - after > 40_000, (high, before, after)  # most of the 64 MB is gone
+    assert keep.sum() == 64 * 1024

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from mlmcorpus.errors import MlmCorpusError
 
-__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap", "release_memory"]
+__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap", "release_memory", "tune_gc"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,6 +52,21 @@ def release_memory() -> None:
     pa.default_memory_pool().release_unused()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a process of ours (the CLI, a worker), not for library callers.
+
+    Everything alive now (modules, the tokenizer) moves to the permanent generation, so
+    collections stop re-scanning it (a forked worker also stops touching those pages), and
+    young collections run every 10,000 allocations instead of 700: the pipeline allocates
+    lists of sentences by the hundred thousand and makes almost no cycles.  A build spent
+    2-4% of its CPU time in the collector before.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def default_workers() -> int:

@@ -126,3 +126,33 @@ def test_release_memory_returns_freed_heap_to_the_os():
     after = _rss_anon_kb()
     assert high - after > 40_000, (high, before, after)  # most of the 64 MB is gone
     assert keep.sum() == 64 * 1024
+
+
+def _gc_state(_: object) -> tuple[tuple[int, int, int], int]:
+    import gc
+
+    return gc.get_threshold(), gc.get_freeze_count()
+
+
+def test_workers_tune_the_collector_and_library_callers_keep_theirs(tmp_path, spm_model):
+    import gc
+
+    from mlmcorpus.config import BuildConfig, OutputConfig
+    from mlmcorpus.engines.local import LocalPool
+    from mlmcorpus.pipeline import TokenizerSpec, build, init_worker
+    from mlmcorpus.readers import ReaderConfig, resolve_sources
+
+    config = BuildConfig(output=OutputConfig(shard_rows=300))
+    with LocalPool(2, init_worker, (TokenizerSpec(str(spm_model)), config, None)) as pool:
+        states = list(pool.map(_gc_state, range(4)))
+    assert all(threshold[0] == 10_000 and frozen > 0 for threshold, frozen in states)
+
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        gc.unfreeze()
+        build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
+              config=config, tokenizer=TokenizerSpec(str(spm_model)), workers=1)
+        assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*saved)

@@ -430,10 +430,10 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
         mlmcorpus build books/ -o books/ --input-format text --doc-boundary file --format numpy
     """
     from mlmcorpus.config import BuildConfig
-    from mlmcorpus.engines.local import default_workers, tune_gc
+    from mlmcorpus.engines.local import default_workers
     from mlmcorpus.pipeline import build as run_build
 
-    tune_gc()  # after the imports: they are frozen too
+    _tune_gc()
 
     setup_logging(quiet)
     reader = _reader_config(kw)
@@ -495,9 +495,7 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     from mlmcorpus.engines.local import default_workers, map_ordered
     from mlmcorpus.pipeline import init_worker, iter_units, pair_only, segment_only, tokenizer_record
     from mlmcorpus.stages import StageWriter
-    from mlmcorpus.engines.local import tune_gc
-
-    tune_gc()  # after the imports: they are frozen too
+    _tune_gc()
 
     setup_logging(quiet)
     _refuse_terminal_stdout("pairs")
@@ -545,9 +543,7 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
     from mlmcorpus.config import DEFAULT_SEED, BuildConfig
     from mlmcorpus.pipeline import MaskVocab, TokenizerSpec, instances_of, mask_unit
     from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage, segmented_from
-    from mlmcorpus.engines.local import tune_gc
-
-    tune_gc()  # after the imports: they are frozen too
+    _tune_gc()
 
     setup_logging(quiet)
     _refuse_terminal_stdout("mask")
@@ -597,9 +593,7 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     from mlmcorpus.config import BuildConfig
     from mlmcorpus.pipeline import BuildStats, prepare_output_dir, write_manifest, write_shards
     from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
-    from mlmcorpus.engines.local import tune_gc
-
-    tune_gc()  # after the imports: they are frozen too
+    _tune_gc()
 
     setup_logging(quiet)
     started = time.perf_counter()
@@ -855,10 +849,24 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary shards removed, workers stopped
 
 
+#: Set by :func:`main`: the process is ours (not a caller's running the commands in-process).
+_OWN_PROCESS = False
+
+
+def _tune_gc() -> None:
+    """Tune the collector of the CLI's own process, after a command's imports (so they are frozen too)."""
+    if _OWN_PROCESS:
+        from mlmcorpus.engines.local import tune_gc
+
+        tune_gc()
+
+
 def main() -> None:
     """Console-script entry point."""
     import signal
 
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="mlmcorpus")
 

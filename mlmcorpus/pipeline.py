@@ -37,7 +37,7 @@ from mlmcorpus.pairs import (
     create_instances,
     split_segments,
 )
-from mlmcorpus.engines.local import LocalPool, release_memory, tune_gc
+from mlmcorpus.engines.local import LocalPool, release_memory
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
@@ -253,8 +253,6 @@ def init_worker(spec: TokenizerSpec, config: BuildConfig, spill_dir: str | None 
     _quiet_worker()
     tok = spec.load(threads=1)
     _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config, spill_dir=spill_dir)
-    if mp.parent_process() is not None:  # a worker process (with one worker, this is the caller's)
-        tune_gc()
 
 
 def process_unit(unit: Unit) -> MaskedUnit:
@@ -268,7 +266,7 @@ def process_unit(unit: Unit) -> MaskedUnit:
         o = config.output
         masked.spill = scatter(spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
         masked.columns = None
-        release_memory()
+    release_memory()
     return masked
 
 

@@ -671,7 +671,8 @@ class _DocumentReader:
         for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
             if raw is None:
                 continue
-            line = self.cleaner.clean(self.cleaner.decode(raw, f"{source.name}:{lineno}"))
+            # Without the line break, a clean line is printable and clean() skips its search.
+            line = self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), f"{source.name}:{lineno}"))
             line = " ".join(line.split())
             if line:
                 sentences.append(line)

@@ -120,6 +120,8 @@ def from_numpy(values: np.ndarray) -> pa.Array:
     values = np.ascontiguousarray(values)
     if values.ndim != 1 or values.dtype.kind not in "iuf":
         raise TypeError(f"expected a 1-D array of numbers, got {values.dtype} with shape {values.shape}")
+    if not values.dtype.isnative:  # Arrow buffers are native-endian
+        values = values.astype(values.dtype.newbyteorder("="))
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
@@ -150,6 +152,8 @@ def numeric_values(arr: pa.Array) -> np.ndarray:
     """A read-only NumPy view of a numeric array without nulls (``Array.to_numpy`` imports pandas)."""
     if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
         dtype = np.dtype(arr.type.to_pandas_dtype())
+        if len(arr) == 0:  # Arrow allows a missing data buffer then
+            return np.empty(0, dtype=dtype)
         return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
     return arr.to_numpy(zero_copy_only=False)
 

@@ -90,6 +90,13 @@ def test_numpy_arrow_round_trip_without_copies(dtype):
     assert np.array_equal(numeric_values(flat.slice(2)), a[2:, 2])
 
 
+def test_conversions_of_empty_and_big_endian_arrays():
+    assert numeric_values(pa.Array.from_buffers(pa.int32(), 0, [None, None])).shape == (0,)
+    assert numeric_values(from_numpy(np.zeros(0, dtype=np.int16))).dtype == np.int16
+    big = np.arange(3, dtype=">i4")
+    assert from_numpy(big).to_pylist() == [0, 1, 2]
+
+
 def test_numeric_values_falls_back_for_nulls_and_refuses_non_numbers():
     with_null = pa.array([1, None, 3], type=pa.int32())
     assert numeric_values(with_null).tolist()[0] == 1  # pyarrow's own conversion (float with NaN)
@@ -134,25 +141,67 @@ def _gc_state(_: object) -> tuple[tuple[int, int, int], int]:
     return gc.get_threshold(), gc.get_freeze_count()
 
 
-def test_workers_tune_the_collector_and_library_callers_keep_theirs(tmp_path, spm_model):
+@pytest.fixture
+def default_gc():
+    """Start from Python's default collector settings (an in-process CLI test may have run before)."""
     import gc
 
-    from mlmcorpus.config import BuildConfig, OutputConfig
+    saved = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_pool_workers_tune_the_collector(default_gc, spm_model):
+    from mlmcorpus.config import BuildConfig
     from mlmcorpus.engines.local import LocalPool
-    from mlmcorpus.pipeline import TokenizerSpec, build, init_worker
+    from mlmcorpus.pipeline import TokenizerSpec, init_worker
+
+    with LocalPool(2, init_worker, (TokenizerSpec(str(spm_model)), BuildConfig(), None)) as pool:
+        states = list(pool.map(_gc_state, range(4)))
+    assert all(threshold[0] == 10_000 and frozen > 0 for threshold, frozen in states), states
+    assert _gc_state(None) == ((700, 10, 10), 0)  # the pool's owner is untouched
+
+
+def test_library_and_in_process_cli_callers_keep_their_collector(default_gc, tmp_path, spm_model, runner):
+    import gc
+
+    from mlmcorpus.cli import cli
+    from mlmcorpus.config import BuildConfig, OutputConfig
+    from mlmcorpus.pipeline import TokenizerSpec, build
     from mlmcorpus.readers import ReaderConfig, resolve_sources
 
-    config = BuildConfig(output=OutputConfig(shard_rows=300))
-    with LocalPool(2, init_worker, (TokenizerSpec(str(spm_model)), config, None)) as pool:
-        states = list(pool.map(_gc_state, range(4)))
-    assert all(threshold[0] == 10_000 and frozen > 0 for threshold, frozen in states)
+    build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
+          config=BuildConfig(output=OutputConfig(shard_rows=300)), tokenizer=TokenizerSpec(str(spm_model)), workers=1)
+    result = runner.invoke(cli, ["build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(tmp_path / "cli"),
+                                 "--tokenizer", str(spm_model), "-q", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert (gc.get_threshold(), gc.get_freeze_count()) == ((700, 10, 10), 0)
 
-    saved = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)
-    try:
-        gc.unfreeze()
-        build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
-              config=config, tokenizer=TokenizerSpec(str(spm_model)), workers=1)
-        assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
-    finally:
-        gc.set_threshold(*saved)
+
+_REPORTED: list[int] = []
+
+
+def gc_reporting_splitter(paragraph: str) -> list[str]:
+    """A plug-in splitter that tells (once) the collector settings of the process it runs in."""
+    import gc
+
+    from mlmcorpus.sentences import split_rules
+
+    if not _REPORTED:
+        _REPORTED.append(1)
+        sys.stderr.write(f"GC-STATE {gc.get_threshold()[0]} {gc.get_freeze_count()}\n")
+    return split_rules(paragraph)
+
+
+def test_the_cli_process_tunes_its_collector(tmp_path, spm_model):
+    """With -j 1 everything runs in the CLI's own process: it is ours to tune."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlmcorpus", "build", str(SAMPLE / "ko_wiki.jsonl"), "-o", str(tmp_path / "o"),
+         "--tokenizer", str(spm_model), "-q", "-j", "1", "--splitter", f"{__name__}:gc_reporting_splitter"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    threshold, frozen = proc.stderr.split("GC-STATE ")[1].split()[:2]
+    assert int(threshold) == 10_000 and int(frozen) > 0

@@ -557,6 +557,15 @@ def test_parquet_cells_obey_the_line_cap(tmp_path):
 # ------------------------------------------------------------------ whitespace inside sentences
 
 
+def test_printable_text_has_no_control_characters_and_only_the_space_as_whitespace():
+    """What the reader's shortcuts rely on: clean() skips the control-character search for
+    printable text, and sentences of printable text without double spaces need no re-spacing."""
+    import sys as _sys
+
+    assert not any(chr(c).isprintable() for c in _CONTROL_TABLE)
+    assert [c for c in range(_sys.maxunicode + 1) if chr(c).isspace() and chr(c).isprintable()] == [0x20]
+
+
 def _reference_paragraph_sentences(reader, paragraph: str) -> list[str]:
     """What paragraph_sentences computed before its fast path: every sentence re-spaced."""
     out = (" ".join(s.split()) for s in reader.split(reader.cleaner.clean(paragraph)))

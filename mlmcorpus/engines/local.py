@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,11 +31,16 @@ SideMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None  # (ctypes.CDLL(None) raises TypeError on Windows)
     try:
         import ctypes
 
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        trim = ctypes.CDLL(None).malloc_trim  # glibc; musl has none
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return trim
+    except Exception:  # pragma: no cover - not glibc
         return None
 
 
@@ -55,7 +61,7 @@ def release_memory() -> None:
 
 
 def tune_gc() -> None:
-    """Garbage-collector settings for a process of ours (the CLI, a worker), not for library callers.
+    """Garbage-collector settings for a process of ours (the CLI's, a pool worker), never a library caller's.
 
     Everything alive now (modules, the tokenizer) moves to the permanent generation, so
     collections stop re-scanning it (a forked worker also stops touching those pages), and
@@ -76,6 +82,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    initializer(*initargs)
+    tune_gc()  # a process of ours: after the initializer, so what it loaded is frozen too
+
+
 class LocalPool:
     """``workers`` processes (forked, started by ``initializer(*initargs)``), used as a context manager.
 
@@ -93,7 +104,9 @@ class LocalPool:
         else:
             # fork: workers start in milliseconds and inherit imported modules.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
+            self._executor = ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
+            )
 
     def __enter__(self) -> LocalPool:
         return self

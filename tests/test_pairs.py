@@ -591,3 +591,28 @@ def test_iter_units_examples():
     by_chars = list(iter_units(docs, UnitConfig(pool_docs=1000, unit_chars=25)))
     assert [(u.id, len(u.documents)) for u in by_chars] == [(0, 3), (1, 2)]
     assert list(iter_units([], UnitConfig())) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_assemble_matches_a_row_by_row_reference(data):
+    """Rows built from windows over the token array, checked against plain list building,
+    with A/B at the very start and end of the array and of every length that fits."""
+    L = data.draw(st.integers(5, 40), label="max_seq_length")
+    total = data.draw(st.integers(1, 120), label="tokens")
+    ids = np.arange(10, 10 + total, dtype=np.int32)
+    rows = []
+    for _ in range(data.draw(st.integers(0, 12), label="rows")):
+        la = data.draw(st.integers(1, min(total, L - 4)))
+        lb = data.draw(st.integers(1, min(total, L - 3 - la)))
+        a0 = data.draw(st.sampled_from([0, total - la, *range(0, total - la + 1)]))
+        b0 = data.draw(st.sampled_from([0, total - lb, *range(0, total - lb + 1)]))
+        rows.append((a0, la, b0, lb))
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    inst = Instances(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], np.zeros(len(rows), dtype=np.int8))
+    out, lengths, a_len = assemble(ids, inst, L, SPECIAL)
+    assert out.shape == (len(rows), L) and out.dtype == np.int32
+    for r, (a0, la, b0, lb) in enumerate(rows):
+        expected = [SPECIAL.cls, *ids[a0 : a0 + la].tolist(), SPECIAL.sep, *ids[b0 : b0 + lb].tolist(), SPECIAL.sep]
+        assert out[r].tolist() == expected + [SPECIAL.pad] * (L - len(expected))
+        assert lengths[r] == la + lb + 3 and a_len[r] == la

@@ -62,6 +62,29 @@ def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
     return np.minimum(config.max_predictions_per_seq, np.maximum(1, k))
 
 
+#: Rows whose positions are chosen at a time (memory: a few (rows, L) arrays of 8 bytes).
+_CHUNK_ROWS = 4096
+
+
+def _choose(
+    input_ids: np.ndarray, lengths: np.ndarray, special_ids: np.ndarray, config: MaskConfig, rng: np.random.Generator, kk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """How many positions each row predicts, and which (int64[rows, kk], unsorted; L pads)."""
+    n, L = input_ids.shape
+    cols = np.arange(L)
+    candidate = (cols[None, :] < lengths[:, None]) & ~np.isin(input_ids, special_ids)
+    k = np.minimum(num_to_predict(lengths, config), candidate.sum(axis=1))
+    keys = rng.random((n, L))
+    np.copyto(keys, 2.0, where=~candidate)  # never among the k smallest while candidates remain
+    if kk < L:
+        part = np.argpartition(keys, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(cols, (n, L)).copy()
+    chosen = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+    valid = np.arange(kk)[None, :] < k[:, None]
+    return k, np.where(valid, chosen, L)
+
+
 def mask_batch(
     input_ids: np.ndarray,
     lengths: np.ndarray,
@@ -78,19 +101,14 @@ def mask_batch(
     """
     n, L = input_ids.shape
     P = config.max_predictions_per_seq
-    cols = np.arange(L)
-    candidate = (cols[None, :] < lengths[:, None]) & ~np.isin(input_ids, special_ids)
-    k = np.minimum(num_to_predict(lengths, config), candidate.sum(axis=1))
     kk = min(P, L)
-    keys = rng.random((n, L))
-    np.copyto(keys, 2.0, where=~candidate)  # never among the k smallest while candidates remain
-    if kk < L:
-        part = np.argpartition(keys, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.broadcast_to(cols, (n, L)).copy()
-    chosen = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
-    valid = np.arange(kk)[None, :] < k[:, None]
-    pos = np.where(valid, chosen, L)
+    k = np.empty(n, dtype=np.int64)
+    pos = np.empty((n, kk), dtype=np.int64)
+    # The positions are chosen in chunks of rows: the keys are drawn chunk after chunk, which is
+    # the same stream as one (n, L) draw, but the (rows, L) temporaries stay chunk-sized.
+    for lo in range(0, n, _CHUNK_ROWS):
+        hi = min(n, lo + _CHUNK_ROWS)
+        k[lo:hi], pos[lo:hi] = _choose(input_ids[lo:hi], lengths[lo:hi], special_ids, config, rng, kk)
     pos.sort(axis=1)  # ascending positions, padding (L) last
     valid = pos < L
     rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)

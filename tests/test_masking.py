@@ -562,3 +562,26 @@ def test_mask_config_rejects_nan_ratios(ratios):
     # Fixed in 68d8385; `--mask-ratios nan,0.5,0.5` parses as floats, so the CLI reaches this.
     with pytest.raises(ConfigError, match="--mask-ratios"):
         MaskConfig(mask_ratios=ratios)
+
+
+@pytest.mark.parametrize("max_pred", [20, 200])
+def test_choosing_in_row_chunks_gives_the_same_masks(monkeypatch, max_pred):
+    """Positions are chosen chunk by chunk (bounded temporaries); the result must not depend on
+    the chunk size: the keys are one stream drawn in row order."""
+    from mlmcorpus import masking
+
+    rng = np.random.default_rng(3)
+    n, L = 700, 64
+    lengths = rng.integers(3, L + 1, size=n)
+    ids = bert_rows(n, L, lengths, rng, RANDOM_IDS)
+    config = MaskConfig(max_predictions_per_seq=max_pred)
+    results = []
+    for chunk in (10**9, 256, 7, 1):
+        monkeypatch.setattr(masking, "_CHUNK_ROWS", chunk)
+        results.append(run(ids, lengths, config, seed=11))
+    whole = results[0]
+    for m in results[1:]:
+        assert np.array_equal(m.input_ids, whole.input_ids)
+        assert np.array_equal(m.masked_lm_positions, whole.masked_lm_positions)
+        assert np.array_equal(m.masked_lm_ids, whole.masked_lm_ids)
+        assert np.array_equal(m.counts, whole.counts) and np.array_equal(m.num_masked, whole.num_masked)

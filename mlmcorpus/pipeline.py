@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -240,17 +239,8 @@ def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, see
 _WORKER: dict = {}
 
 
-def _quiet_worker() -> None:
-    import signal
-
-    if mp.parent_process() is not None:
-        # Ctrl-C goes to the whole process group: the parent stops the pool; workers stay quiet.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def init_worker(spec: TokenizerSpec, config: BuildConfig, spill_dir: str | None = None) -> None:
     """Load the tokenizer once per worker; with ``spill_dir`` units also do the shuffle's stage 1."""
-    _quiet_worker()
     tok = spec.load(threads=1)
     _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config, spill_dir=spill_dir)
 
@@ -454,7 +444,7 @@ def write_shards(
                 on_unit(unit)
         if shuffler is not None:
             release_memory()  # what stage 1 left in this process
-            stage2 = pool if pool is not None else LocalPool(1, _quiet_worker)
+            stage2 = pool if pool is not None else LocalPool(1)
             shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
         else:
             shards = writer.close()

@@ -528,7 +528,7 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
         raise InputError(f"{path}: --verify needs the manifest.json the shard was built with (special ids, vocabulary)")
     p = corpus.params
     jobs = [(corpus.out_dir, corpus.format, e, p, verify) for e in corpus.shards]
-    scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1)), _no_init))
+    scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1))))
     merged = _merge(scans, p)
     rows = int(sum(s.rows for s in scans))
     kinds = merged["kinds"].tolist()
@@ -602,10 +602,6 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
             },
         }
     return report
-
-
-def _no_init() -> None:
-    return None
 
 
 def _sparse(hist: np.ndarray) -> dict[str, int]:

@@ -205,3 +205,34 @@ def test_the_cli_process_tunes_its_collector(tmp_path, spm_model):
     assert proc.returncode == 0, proc.stderr
     threshold, frozen = proc.stderr.split("GC-STATE ")[1].split()[:2]
     assert int(threshold) == 10_000 and int(frozen) > 0
+
+
+def _sigint_handler(_: object) -> str:
+    import signal
+
+    return "ignored" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else "default"
+
+
+def _library_build_in_a_child(args: tuple[str, str]) -> str:
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.pipeline import TokenizerSpec, build
+    from mlmcorpus.readers import ReaderConfig, resolve_sources
+
+    out, model = args
+    build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), out, reader=ReaderConfig(), config=BuildConfig(),
+          tokenizer=TokenizerSpec(model), workers=1)
+    return _sigint_handler(None)
+
+
+def test_pool_workers_ignore_ctrl_c_and_a_callers_child_process_keeps_it(tmp_path, spm_model):
+    """Ctrl-C reaches the whole process group: our workers leave it to the parent. A caller's own
+    multiprocessing child that runs a build in-process must keep its handler."""
+    import multiprocessing as mp
+
+    from mlmcorpus.engines.local import LocalPool
+
+    with LocalPool(2) as pool:
+        assert set(pool.map(_sigint_handler, range(4))) == {"ignored"}
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as users_pool:
+        assert users_pool.map(_library_build_in_a_child, [(str(tmp_path / "o"), str(spm_model))]) == ["default"]

@@ -99,10 +99,6 @@ def _identity(x):
     return x
 
 
-def _no_init():
-    pass
-
-
 def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_path, monkeypatch):
     import mlmcorpus.readers as readers
     from mlmcorpus.engines.local import map_ordered
@@ -125,7 +121,7 @@ def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_p
         cfg = ReaderConfig(max_doc_sentences=4)
         return iter_documents(resolve_sources([str(p)], None), cfg, stats, split_map=side_map)
 
-    got = list(map_ordered(_identity, documents, 2, _no_init))
+    got = list(map_ordered(_identity, documents, 2))
     assert [(d.id, d.sentences) for d in got] == [(d.id, d.sentences) for d in expected]
     assert stats.as_dict() == expected_stats.as_dict()
     assert stats.skipped["empty_document"] == 6 and stats.skipped["long_documents_split"] > 0
@@ -149,7 +145,7 @@ def test_a_truncated_file_keeps_its_first_documents_with_or_without_workers(tmp_
     def documents(side_map):
         return iter_documents(resolve_sources([str(tmp_path / "in")], None), ReaderConfig(), stats, split_map=side_map)
 
-    got = list(map_ordered(_identity, documents, 2, _no_init))
+    got = list(map_ordered(_identity, documents, 2))
     assert [(d.id, d.sentences) for d in got] == [(d.id, d.sentences) for d in expected]
     assert stats.as_dict() == expected_stats.as_dict()
 

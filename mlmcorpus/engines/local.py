@@ -82,9 +82,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _no_init() -> None:
+    return None
+
+
 def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    """What every pool worker runs first: settings for a process of ours, then the initializer."""
+    import signal
+
+    # Ctrl-C goes to the whole process group: the parent stops the pool; workers stay quiet.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     initializer(*initargs)
-    tune_gc()  # a process of ours: after the initializer, so what it loaded is frozen too
+    tune_gc()  # after the initializer, so what it loaded is frozen too
 
 
 class LocalPool:
@@ -95,7 +104,9 @@ class LocalPool:
     half a message and hang the executor at exit.
     """
 
-    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = (), in_flight: int | None = None):
+    def __init__(
+        self, workers: int, initializer: Callable[..., None] = _no_init, initargs: tuple[Any, ...] = (), in_flight: int | None = None
+    ):
         self.workers = workers
         self.limit = in_flight or 2 * workers
         self._executor: ProcessPoolExecutor | None = None
@@ -147,7 +158,7 @@ def map_ordered(
     fn: Callable[[T], R],
     items: Iterable[T] | Callable[[SideMap | None], Iterable[T]],
     workers: int,
-    initializer: Callable[..., None],
+    initializer: Callable[..., None] = _no_init,
     initargs: tuple[Any, ...] = (),
     in_flight: int | None = None,
 ) -> Iterator[R]:

@@ -604,17 +604,18 @@ class _DocumentReader:
             split = iter(results)
             for item in in_flight.popleft():
                 if isinstance(item, _Pending):
-                    yield from self._finish(item, next(split))
+                    yield from self._finish(item.doc_id, next(split), item.source, item.where)
                 else:
                     yield item
         if failed:
             raise failed[0]
 
-    def _finish(self, pending: _Pending, sentences: list[str]) -> Iterator[Document]:
+    def _finish(self, doc_id: str, sentences: list[str], source: Source, where: str) -> Iterator[Document]:
+        """A document's sentences as documents (split at the cap), or a counted skip when there are none."""
         if not sentences:
-            self.stats.skip("empty_document", f"{pending.where}: empty document skipped")
+            self.stats.skip("empty_document", f"{where}: empty document skipped")
             return
-        yield from self._capped(pending.doc_id, sentences, pending.source)
+        yield from self._capped(doc_id, sentences, source)
 
     def paragraph_sentences(self, paragraph: str) -> list[str]:
         text = self.cleaner.clean(paragraph)
@@ -794,10 +795,7 @@ class _DocumentReader:
             if text is not None:
                 yield _Pending(doc_id, self.cleaner.fix_surrogates(text, where) if escaped else text, source, where)
                 continue
-            if not sentences:
-                self.stats.skip("empty_document", f"{where}: empty document skipped")
-                continue
-            yield from self._capped(doc_id, sentences, source)
+            yield from self._finish(doc_id, sentences, source, where)
 
     def read_parquet(self, source: Source) -> Iterator[Document | _Pending]:
         import pyarrow as pa

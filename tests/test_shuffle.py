@@ -154,7 +154,7 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
 
     par = tmp_path / "parallel"
     par.mkdir()
-    with LocalPool(2, pl._quiet_worker) as pool:
+    with LocalPool(2) as pool:
         shards = pl.write_shards(iter(units), str(par), config, 100, pl.BuildStats(), pool=pool)
 
     seq = tmp_path / "sequential"

@@ -12,7 +12,6 @@ tested with a chi-square goodness-of-fit test at :data:`ALPHA`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlmcorpus.hashing import combined_sha256
 from mlmcorpus.hashing import sha256_file as _sha256
 from mlmcorpus.errors import InputError
 from mlmcorpus.writers import COLUMNS, FORMAT_VERSION, _column_types, output_schema, to_numpy
@@ -250,8 +250,6 @@ def _params_from_schema(path: str, fmt: str) -> CorpusParams:
 # ---------------------------------------------------------------- scanning a shard
 
 
-
-
 def _iter_batches(path: str, fmt: str, batch_rows: int = 8192) -> Iterator[dict[str, np.ndarray]]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -354,10 +352,7 @@ def scan_shard(args: tuple[str, str, dict, CorpusParams, bool]) -> ShardScan:
             if fmt == "parquet":
                 scan.sha256 = _sha256(path)
             else:
-                digest = hashlib.sha256()
-                for c, f in zip(COLUMNS, files):
-                    digest.update(f"{_sha256(f)}  {c}.npy\n".encode())
-                scan.sha256 = digest.hexdigest()
+                scan.sha256 = combined_sha256([(f"{c}.npy", _sha256(f)) for c, f in zip(COLUMNS, files)])
             if "sha256" in entry:
                 scan.checksum = "ok" if scan.sha256 == entry.get("sha256") else "mismatch"
                 if scan.checksum == "mismatch":

@@ -109,8 +109,6 @@ class EncodedBatch:
         return cls(ids, offsets)
 
 
-
-
 class Tokenizer(ABC):
     """What every tokenizer kind offers the pipeline.
 

@@ -10,7 +10,6 @@ total is known; ``manifest.json`` is written after that by the caller.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 import os
 import struct
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlmcorpus.config import OutputConfig
-from mlmcorpus.hashing import sha256_file
+from mlmcorpus.hashing import combined_sha256, sha256_file
 from mlmcorpus.errors import OutputError
 from mlmcorpus.masking import labels_at
 from mlmcorpus.pairs import attention_mask, token_type_ids
@@ -184,8 +183,6 @@ def output_schema(max_seq_length: int, max_predictions: int, vocab_size: int) ->
         t = pa.from_numpy_dtype(dtype)
         fields.append(pa.field(name, pa.list_(t, width) if width else t, nullable=False))
     return pa.schema(fields, metadata={b"mlmcorpus.format_version": str(FORMAT_VERSION).encode()})
-
-
 
 
 @dataclass
@@ -394,15 +391,11 @@ class NumpyShardWriter(ShardWriter):
             f.close()
 
     def _seal(self, tmp_path: str, info: ShardInfo) -> None:
-        digest = hashlib.sha256()
-        total = 0
         for name in COLUMNS:
             path = os.path.join(tmp_path, f"{name}.npy")
-            size, sha = os.path.getsize(path), sha256_file(path)
-            info.files[f"{name}.npy"] = {"bytes": size, "sha256": sha}
-            digest.update(f"{sha}  {name}.npy\n".encode())
-            total += size
-        info.bytes, info.sha256 = total, digest.hexdigest()
+            info.files[f"{name}.npy"] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+        info.bytes = sum(f["bytes"] for f in info.files.values())
+        info.sha256 = combined_sha256([(name, f["sha256"]) for name, f in info.files.items()])
 
 
 def _fsync(path: str) -> None:

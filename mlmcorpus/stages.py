@@ -23,7 +23,7 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.pairs import PairStats, Segments
 from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
-from mlmcorpus.writers import COMPACT, from_numpy, id_dtype, numeric_values, to_arrow, to_numpy
+from mlmcorpus.writers import COMPACT, compact_dtypes, from_numpy, numeric_values, to_arrow, to_numpy
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -62,17 +62,12 @@ def _segments_schema() -> pa.Schema:
 
 def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -> pa.Schema:
     """The compact columns (:data:`mlmcorpus.writers.COMPACT`); `write` expands them."""
-    ids = pa.from_numpy_dtype(id_dtype(vocab_size))
-    return pa.schema(
-        [
-            pa.field("input_ids", pa.list_(ids, max_seq_length), nullable=False),
-            pa.field("lengths", pa.int32(), nullable=False),
-            pa.field("a_len", pa.int32(), nullable=False),
-            pa.field("next_sentence_label", pa.int8(), nullable=False),
-            pa.field("masked_lm_positions", pa.list_(pa.int32(), max_predictions), nullable=False),
-            pa.field("masked_lm_ids", pa.list_(ids, max_predictions), nullable=False),
-        ]
-    )
+    width = {"input_ids": max_seq_length, "masked_lm_positions": max_predictions, "masked_lm_ids": max_predictions}
+    fields = []
+    for name, dtype in compact_dtypes(vocab_size).items():
+        t = pa.from_numpy_dtype(dtype)
+        fields.append(pa.field(name, pa.list_(t, width[name]) if name in width else t, nullable=False))
+    return pa.schema(fields)
 
 
 def _to_numpy(col: pa.Array) -> np.ndarray:

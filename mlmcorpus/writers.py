@@ -30,6 +30,7 @@ __all__ = [
     "COLUMNS",
     "COMPACT",
     "compact_columns",
+    "compact_dtypes",
     "expand",
     "to_arrow",
     "to_numpy",
@@ -73,15 +74,16 @@ def compact_columns(
     masked_lm_ids: np.ndarray,
     vocab_size: int,
 ) -> dict[str, np.ndarray]:
+    arrays = (input_ids, lengths, a_len, next_sentence_label, masked_lm_positions, masked_lm_ids)
+    dtypes = compact_dtypes(vocab_size)
+    return {name: arr.astype(dtypes[name], copy=False) for name, arr in zip(COMPACT, arrays)}
+
+
+def compact_dtypes(vocab_size: int) -> dict[str, np.dtype]:
+    """The dtype of each :data:`COMPACT` column (as workers, stage files and the shuffle carry them)."""
     ids = id_dtype(vocab_size)
-    return {
-        "input_ids": input_ids.astype(ids, copy=False),
-        "lengths": lengths.astype(np.int32, copy=False),
-        "a_len": a_len.astype(np.int32, copy=False),
-        "next_sentence_label": next_sentence_label.astype(np.int8, copy=False),
-        "masked_lm_positions": masked_lm_positions.astype(np.int32, copy=False),
-        "masked_lm_ids": masked_lm_ids.astype(ids, copy=False),
-    }
+    i32, i8 = np.dtype(np.int32), np.dtype(np.int8)
+    return {"input_ids": ids, "lengths": i32, "a_len": i32, "next_sentence_label": i8, "masked_lm_positions": i32, "masked_lm_ids": ids}
 
 
 def expand(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

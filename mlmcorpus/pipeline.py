@@ -2,7 +2,7 @@
 
 Reading top to bottom::
 
-    iter_documents -> iter_units -> pair_unit (tokenise, split, NSP pairs, shuffle)
+    iter_document_parts -> iter_units -> pair_unit (tokenise, split, NSP pairs, shuffle)
                    -> mask_unit (80/10/10) -> ShardWriter.write -> manifest
 
 The input is cut into work units by :func:`iter_units` from the documents and
@@ -37,7 +37,7 @@ from mlmcorpus.pairs import (
     split_segments,
 )
 from mlmcorpus.engines.local import LocalPool, release_memory
-from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
+from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_document_parts, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
@@ -85,39 +85,65 @@ class Unit:
 def iter_units(documents: Iterable[Document], config: UnitConfig) -> Iterator[Unit]:
     """Cut the document stream into units of at most ``pool_docs`` documents / ``unit_chars`` characters.
 
-    Depends on the documents and ``config`` only, never on the number of workers.
-    A document longer than ``unit_chars`` on its own (a whole book) is cut at
-    sentence boundaries into consecutive units, so a unit's memory stays bounded.
+    Depends on the documents and ``config`` only, never on the number of workers,
+    nor on how the documents are cut into parts (``Document.more``, see
+    :func:`mlmcorpus.readers.iter_document_parts`): the units are those of the
+    whole documents.  A document longer than ``unit_chars`` on its own (a whole
+    book) is cut at sentence boundaries into consecutive units as it arrives, so
+    what is held here stays about one unit whatever the document sizes.
     """
-    batch: list[list[str]] = []
+    limit = config.unit_chars
+    batch: list[list[str]] = []  # whole documents of the next unit
     chars = 0
     unit_id = 0
+    held: list[str] = []  # the document being read, while it may still fit in a unit
+    held_chars = 0
+    piece: list[str] | None = None  # not None while cutting a document longer than a unit
+    acc = 0
     for doc in documents:
-        sizes = list(map(len, doc.sentences))
-        size = sum(sizes)
-        if size > config.unit_chars:
+        if piece is None:
+            if held:
+                held.extend(doc.sentences)
+            else:
+                held = list(doc.sentences) if doc.more else doc.sentences
+            held_chars += sum(map(len, doc.sentences))
+            if held_chars <= limit:
+                if doc.more:
+                    continue
+                batch.append(held)
+                chars += held_chars
+                held, held_chars = [], 0
+                if len(batch) >= config.pool_docs or chars >= limit:
+                    yield Unit(unit_id, batch)
+                    unit_id += 1
+                    batch, chars = [], 0
+                continue
+            # Longer than a unit: the units so far go first, then the document's own.
             if batch:
                 yield Unit(unit_id, batch)
                 unit_id += 1
                 batch, chars = [], 0
-            start, acc, parts = 0, 0, []
-            for k, n in enumerate(sizes):
-                acc += n
-                if acc >= config.unit_chars:
-                    parts.append(doc.sentences[start : k + 1])
-                    start, acc = k + 1, 0
-            if start < len(sizes):
-                parts.append(doc.sentences[start:])
-            for part in parts:
-                yield Unit(unit_id, [part], split_parts=1)
+            piece, acc, sentences = [], 0, held
+            held, held_chars = [], 0
+        else:
+            sentences = doc.sentences
+        for sentence in sentences:
+            piece.append(sentence)
+            acc += len(sentence)
+            if acc >= limit:
+                yield Unit(unit_id, [piece], split_parts=1)
                 unit_id += 1
-            continue
-        batch.append(doc.sentences)
-        chars += size
-        if len(batch) >= config.pool_docs or chars >= config.unit_chars:
-            yield Unit(unit_id, batch)
-            unit_id += 1
-            batch, chars = [], 0
+                piece, acc = [], 0
+        if not doc.more:
+            if piece:
+                yield Unit(unit_id, [piece], split_parts=1)
+                unit_id += 1
+            piece = None
+    if piece:  # (a stream that ends inside a document)
+        yield Unit(unit_id, [piece], split_parts=1)
+        unit_id += 1
+    elif held:
+        batch.append(held)
     if batch:
         yield Unit(unit_id, batch)
 
@@ -588,7 +614,7 @@ def build(
             on_phase("training tokenizer")
         prefix = os.path.join(out_dir, "tokenizer")
         train_tokenizer(
-            lambda: iter_sentences(iter_documents(sources, reader, ReadStats())),
+            lambda: iter_sentences(iter_document_parts(sources, reader, ReadStats())),
             prefix,
             train or TrainConfig(),
             record={"sources": [s.path for s in sources], "reader": asdict(reader)},
@@ -603,7 +629,7 @@ def build(
     with LocalPool(workers, init_worker, (tokenizer, config, spill_dir)) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None
-        documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map)
+        documents = iter_document_parts(sources, reader, stats.read, on_progress=on_progress, split_map=split_map)
         results = pool.map(process_unit, iter_units(documents, config.units))
         shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
     return write_manifest(

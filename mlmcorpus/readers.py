@@ -4,8 +4,10 @@
 it expands paths, directories and globs, opens (and decompresses) each file,
 reads it line by line with a cap on line length, repairs what can be repaired
 (invalid UTF-8, NUL bytes, control characters), normalises Unicode, splits
-prose into sentences and yields one :class:`Document` at a time.  Nothing here
-ever holds more than one document (or one capped line) in memory.
+prose into sentences and yields one :class:`Document` at a time.
+``iter_document_parts`` yields a long document in parts of about
+``_PART_CHARS`` characters instead, so that what the reader holds is bounded by
+characters whatever the document sizes (a book, a whole file).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "resolve_sources",
     "detect_format",
     "iter_documents",
+    "iter_document_parts",
     "iter_sentences",
     "open_source",
 ]
@@ -84,11 +87,16 @@ _CONTROL_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_CONT
 
 @dataclass(slots=True)
 class Document:
-    """One document: an id, its sentences (stripped, non-empty) and where it came from."""
+    """One document: an id, its sentences (stripped, non-empty) and where it came from.
+
+    ``more`` is True for a part of a longer document (see :func:`iter_document_parts`):
+    the next item continues it, with the same id.
+    """
 
     id: str
     sentences: list[str]
     source: str = ""
+    more: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"id": self.id, "sentences": self.sentences}, ensure_ascii=False)
@@ -543,9 +551,14 @@ class _Pending:
     where: str
 
 
-# A batch of pending texts sent to a worker at a time: big enough to amortise the round trip.
+# A batch sent to a worker at a time: big enough to amortise the round trip.  It closes at
+# _BATCH_CHARS characters of text, pending or already split, so that what waits in the
+# batches in flight is bounded by characters whatever the format.
 _BATCH_CHARS = 1 << 20
 _BATCH_ITEMS = 512
+# A document read from the BERT layout or plain text is handed on in parts of about this many
+# characters: the reader never holds a whole book (or a whole file read as one document).
+_PART_CHARS = 1 << 20
 _SPLITTERS: dict[ReaderConfig, _DocumentReader] = {}
 
 
@@ -586,8 +599,7 @@ class _DocumentReader:
             try:
                 for item in items:
                     batch.append(item)
-                    if isinstance(item, _Pending):
-                        size += len(item.text)
+                    size += len(item.text) if isinstance(item, _Pending) else sum(map(len, item.sentences))
                     if size >= _BATCH_CHARS or len(batch) >= _BATCH_ITEMS:
                         in_flight.append(batch)
                         yield [p.text for p in batch if isinstance(p, _Pending)]
@@ -667,7 +679,9 @@ class _DocumentReader:
             raise InputError(f"{source.name}: unknown format {fmt!r}")
 
     def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
-        sentences: list[str] = []
+        sentences: list[str] = []  # the part of document n not handed on yet
+        chars = 0  # in ``sentences``
+        count = 0  # sentences of document n so far, handed on or not
         n = 0
         for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
             if raw is None:
@@ -676,17 +690,22 @@ class _DocumentReader:
             line = self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), f"{source.name}:{lineno}"))
             line = " ".join(line.split())
             if line:
+                if chars >= _PART_CHARS:  # the document goes on: hand on what is held (never an empty last part)
+                    yield Document(f"{source.name}:{n}", sentences, source.name, more=True)
+                    sentences, chars = [], 0
                 sentences.append(line)
-                if len(sentences) >= self.config.max_doc_sentences:
+                chars += len(line)
+                count += 1
+                if count >= self.config.max_doc_sentences:
                     self._count_doc_split(source, n)
                     yield Document(f"{source.name}:{n}", sentences, source.name)
                     n += 1
-                    sentences = []
-            elif sentences:
+                    sentences, chars, count = [], 0, 0
+            elif count:
                 yield Document(f"{source.name}:{n}", sentences, source.name)
                 n += 1
-                sentences = []
-        if sentences:
+                sentences, chars, count = [], 0, 0
+        if count:
             yield Document(f"{source.name}:{n}", sentences, source.name)
 
     def _read_text(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
@@ -694,15 +713,24 @@ class _DocumentReader:
         per_file = self.config.doc_boundary == "file"
         para: list[str] = []
         para_bytes = 0
-        sentences: list[str] = []
+        sentences: list[str] = []  # the part of document n not handed on yet
+        chars = 0  # in ``sentences``
+        count = 0  # sentences of document n so far, handed on or not
         n = 0
 
-        def flush_para() -> None:
-            nonlocal para, para_bytes
-            if para:
-                sentences.extend(self.paragraph_sentences(" ".join(para)))
-            para = []
-            para_bytes = 0
+        def flush_para() -> Iterator[Document]:
+            """Add the paragraph's sentences to document n, handing on the part held first if it is long."""
+            nonlocal para, para_bytes, sentences, chars, count
+            new = self.paragraph_sentences(" ".join(para)) if para else []
+            para, para_bytes = [], 0
+            if not new:
+                return
+            if chars >= _PART_CHARS:  # the document goes on: never an empty last part
+                yield Document(f"{source.name}:{n}", sentences, source.name, more=True)
+                sentences, chars = [], 0
+            sentences.extend(new)
+            chars += sum(map(len, new))
+            count += len(new)
 
         for lineno, raw in _iter_lines(stream, cap, self.stats, source.name, self.config.strict):
             if raw is None:
@@ -712,17 +740,17 @@ class _DocumentReader:
                 para.append(line)
                 para_bytes += len(raw)
                 if para_bytes > cap:  # a paragraph without blank lines: split what we have
-                    flush_para()
+                    yield from flush_para()
                 continue
-            flush_para()
-            if sentences and (not per_file or len(sentences) >= self.config.max_doc_sentences):
+            yield from flush_para()
+            if count and (not per_file or count >= self.config.max_doc_sentences):
                 if per_file:
                     self._count_doc_split(source, n)
                 yield Document(f"{source.name}:{n}", sentences, source.name)
                 n += 1
-                sentences = []
-        flush_para()
-        if sentences:
+                sentences, chars, count = [], 0, 0
+        yield from flush_para()
+        if count:
             yield Document(f"{source.name}:{n}", sentences, source.name)
 
     def _capped(self, doc_id: str, sentences: list[str], source: Source) -> Iterator[Document]:
@@ -852,7 +880,38 @@ def iter_documents(
     require_documents: bool = True,
     split_map: Callable | None = None,
 ) -> Iterator[Document]:
-    """Yield the documents of every source, in order.
+    """Yield the documents of every source, in order, each whole.
+
+    The documents of :func:`iter_document_parts` with their parts joined: one
+    document is held whole here, so consumers that can take parts (the unit
+    cutting, tokenizer training) should read those instead.
+    """
+    doc: Document | None = None
+    for part in iter_document_parts(sources, config, stats, on_progress, require_documents, split_map):
+        if doc is None:
+            doc = part
+        else:
+            doc.sentences.extend(part.sentences)
+        if not part.more:
+            doc.more = False
+            yield doc
+            doc = None
+
+
+def iter_document_parts(
+    sources: Iterable[Source],
+    config: ReaderConfig | None = None,
+    stats: ReadStats | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    require_documents: bool = True,
+    split_map: Callable | None = None,
+) -> Iterator[Document]:
+    """Yield the documents of every source, in order; a long one as consecutive parts.
+
+    A part has ``more`` set when the next item continues the same document.
+    Documents read from the BERT layout or plain text are handed on in parts of
+    about ``_PART_CHARS`` characters, so this generator and the batches in flight
+    hold a bounded amount of text however long a document is.
 
     ``split_map(fn, batches)``, an ordered map on other processes (see
     :func:`mlmcorpus.engines.local.map_ordered`), takes over cleaning and
@@ -872,12 +931,18 @@ def iter_documents(
     for source in sources:
         names.append(source.name)
         stats.files += 1
+        last: Document | None = None
         try:
-            yield from _read_source(reader, source, stats, on_progress)
+            for last in _read_source(reader, source, stats, on_progress):
+                yield last
         except _FileError as e:
             if source.explicit:
                 raise InputError(str(e)) from None
             stats.skip("unreadable_file", f"{e}; skipped")
+            if last is not None and last.more:
+                # The file broke inside a document whose first parts were handed on: end it there.
+                stats.documents += 1
+                yield Document(last.id, [], last.source)
     if require_documents and stats.documents == 0:
         skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.skipped.items()))
         where = names[0] if len(names) == 1 else f"{len(names)} files"
@@ -891,7 +956,7 @@ def _read_source(
     if fmt == "parquet":
         size = os.path.getsize(source.path) if source.path != "-" else 0
         for doc in reader.resolve(reader.read_parquet(source)):
-            stats.documents += 1
+            stats.documents += not doc.more
             stats.sentences += len(doc.sentences)
             yield doc
         if on_progress:
@@ -920,7 +985,7 @@ def _read_source(
     last = 0
     try:
         for doc in reader.resolve(reader.read(source, opened.stream, fmt)):
-            stats.documents += 1
+            stats.documents += not doc.more
             stats.sentences += len(doc.sentences)
             if on_progress is not None:
                 pos = opened.position()
@@ -954,6 +1019,6 @@ def _sniff_stdin_format(opened: _Opened) -> str:
 
 
 def iter_sentences(documents: Iterable[Document]) -> Iterator[str]:
-    """Every sentence of every document, in order (the tokenizer trainer's input)."""
+    """Every sentence of every document (or document part), in order (the tokenizer trainer's input)."""
     for doc in documents:
         yield from doc.sentences

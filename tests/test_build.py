@@ -63,6 +63,24 @@ def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_pat
     assert m1["stats"] == m2["stats"]
 
 
+def test_documents_read_in_parts_give_the_same_shards(built, runner, spm_model, tmp_path, monkeypatch):
+    """How the reader cuts long documents into parts, and its batches, never reach the output."""
+    import mlmcorpus.readers as readers
+
+    whole = run_build(runner, tmp_path / "whole", spm_model, "--workers", "2", "--unit-chars", "3000")
+    monkeypatch.setattr(readers, "_PART_CHARS", 500)
+    monkeypatch.setattr(readers, "_BATCH_CHARS", 2000)
+    parts = list(readers.iter_document_parts(resolve_sources([str(SAMPLE)]), ReaderConfig()))
+    assert sum(p.more for p in parts) > 100  # most articles of en_wiki.bert.txt come in parts
+    cut = run_build(runner, tmp_path / "parts", spm_model, "--workers", "2", "--unit-chars", "3000")
+    assert cut["stats"]["counts"].get("long_documents_split", 0) > 0  # units cut out of documents in parts
+    assert sha_of_shards(tmp_path / "parts") == sha_of_shards(tmp_path / "whole")
+    assert cut["stats"] == whole["stats"]
+    out, m = built
+    assert run_build(runner, tmp_path / "default", spm_model, "--workers", "2")["stats"] == m["stats"]
+    assert sha_of_shards(tmp_path / "default") == sha_of_shards(out)
+
+
 def test_rebuilding_into_the_same_directory_in_one_process_is_a_fresh_build(runner, spm_model, tmp_path):
     """Stage 2 state kept by a process (here the CLI runner's own, -j 1) never leaks into the next build."""
     run_build(runner, tmp_path / "out", spm_model, "--workers", "1", "--seed", "1")

@@ -584,6 +584,52 @@ def test_iter_units_cuts_a_document_bigger_than_a_unit():
     assert [u.split_parts for u in units] == [0, 1, 1, 0]
 
 
+def as_parts(docs: list[Document], cuts: list[list[int]]) -> list[Document]:
+    """Each document handed on in parts: cut before the sentence indices in ``cuts`` (and maybe one empty part)."""
+    parts = []
+    for doc, where in zip(docs, cuts):
+        bounds = [0, *sorted({k for k in where if 0 < k < len(doc.sentences)}), len(doc.sentences)]
+        pieces = [doc.sentences[a:b] for a, b in zip(bounds, bounds[1:])]
+        if len(where) % 3 == 2:
+            pieces.append([])  # a document closed by an empty last part (a read error in the middle of it)
+        for k, piece in enumerate(pieces):
+            parts.append(Document(doc.id, piece, doc.source, more=k < len(pieces) - 1))
+    return parts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    char_sizes=st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=12), max_size=30),
+    cuts=st.lists(st.lists(st.integers(0, 12), max_size=6), min_size=30, max_size=30),
+    pool_docs=st.integers(1, 8),
+    unit_chars=st.integers(1, 300),
+)
+def test_iter_units_of_document_parts_are_those_of_the_whole_documents(char_sizes, cuts, pool_docs, unit_chars):
+    docs = make_documents(char_sizes)
+    config = UnitConfig(pool_docs=pool_docs, unit_chars=unit_chars)
+    whole = list(iter_units(make_documents(char_sizes), config))
+    parted = list(iter_units(iter(as_parts(docs, cuts)), config))
+    assert [(u.id, u.documents, u.split_parts) for u in parted] == [(u.id, u.documents, u.split_parts) for u in whole]
+
+
+def test_iter_units_cut_a_long_document_as_its_parts_arrive():
+    """A book in 1,000 parts: its first unit comes out after about one unit of text, not after the book."""
+    consumed = 0
+
+    def parts():
+        nonlocal consumed
+        for k in range(1000):
+            consumed += 1
+            yield Document("book", ["x" * 10] * 10, "mem", more=k < 999)  # 100 characters a part
+
+    units = iter_units(parts(), UnitConfig(pool_docs=10, unit_chars=1000))
+    first = next(units)
+    assert first.split_parts == 1 and sum(map(len, first.documents[0])) == 1000
+    assert consumed == 11  # the unit's parts and the one that shows the book is longer than a unit
+    rest = list(units)
+    assert len(rest) == 99 and consumed == 1000
+
+
 def test_iter_units_examples():
     docs = make_documents([[10], [10], [10], [10], [10]])
     by_docs = list(iter_units(docs, UnitConfig(pool_docs=2, unit_chars=10**6)))

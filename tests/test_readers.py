@@ -24,6 +24,7 @@ from mlmcorpus.readers import (
     ReaderConfig,
     ReadStats,
     detect_format,
+    iter_document_parts,
     iter_documents,
     resolve_sources,
 )
@@ -148,6 +149,120 @@ def test_a_truncated_file_keeps_its_first_documents_with_or_without_workers(tmp_
     got = list(map_ordered(_identity, documents, 2))
     assert [(d.id, d.sentences) for d in got] == [(d.id, d.sentences) for d in expected]
     assert stats.as_dict() == expected_stats.as_dict()
+
+
+# ------------------------------------------------------------------ what the reader holds
+
+
+def _bert_corpus(path: Path, docs: int, sentences: int, width: int = 99) -> list[list[str]]:
+    """A BERT-layout file of ``docs`` documents of ``sentences`` distinct ASCII lines each."""
+    corpus = [[f"{d:05d} {k:05d} " + "w" * (width - 12) for k in range(sentences)] for d in range(docs)]
+    write(path, "\n\n".join("\n".join(doc) for doc in corpus) + "\n")
+    return corpus
+
+
+def _read_ahead(paths, side_map=None, **kw):
+    """The parts read, and the most bytes the reader had read from disk but not yet handed on.
+
+    Counted from the outside: ``on_progress`` gives the bytes consumed from the file, each part
+    handed on accounts for its lines (a sentence and its line break, a blank line after a
+    document's last part).  So the figure is what the reader buffers, whatever it buffers in.
+    """
+    read = handed = worst = 0
+
+    def progress(n):
+        nonlocal read
+        read += n
+
+    def parts():
+        nonlocal handed, worst
+        sources = resolve_sources([str(p) for p in paths], kw.get("input_format"))
+        for part in iter_document_parts(sources, ReaderConfig(**kw), ReadStats(), on_progress=progress, split_map=side_map):
+            handed += sum(len(s.encode()) + 1 for s in part.sentences) + (not part.more)
+            worst = max(worst, read - handed)
+            yield part
+
+    return parts, lambda: worst
+
+
+def test_with_workers_the_reader_holds_a_bounded_amount_of_presplit_text(tmp_path, monkeypatch):
+    """Many long pre-split documents (books in the BERT layout), read while workers take the units:
+    the text read ahead stays within the batches in flight, counted in characters, not documents.
+    (Batches used to close at 512 documents: here that was the whole 6 MB file.)"""
+    import mlmcorpus.readers as readers
+    from mlmcorpus.engines.local import LocalPool
+
+    corpus = _bert_corpus(tmp_path / "books.bert.txt", docs=150, sentences=400)  # 6 MB, 40 kB a book
+    monkeypatch.setattr(readers, "_BATCH_CHARS", 32 * 1024)
+    monkeypatch.setattr(readers, "_PART_CHARS", 32 * 1024)
+    with LocalPool(2) as pool:
+        parts, worst = _read_ahead([tmp_path / "books.bert.txt"], side_map=pool.map)
+        got = list(pool.map(_identity, parts()))  # the units' map: tasks in flight, as in a build
+    # In flight: pool.limit batches submitted and the one being handed on, each under
+    # _BATCH_CHARS plus one part; a part under _PART_CHARS plus one sentence.
+    part = 32 * 1024 + 100
+    bound = (pool.limit + 1) * (32 * 1024 + part) + part
+    assert worst() <= bound, f"{worst() / 1e6:.2f} MB read ahead, bound {bound / 1e6:.2f} MB"
+    assert worst() > 32 * 1024  # (the counting sees the batching at all)
+    assert any(p.more for p in got)
+    joined = [d.sentences for d in iter_documents(resolve_sources([str(tmp_path / "books.bert.txt")]), ReaderConfig())]
+    assert joined == corpus
+
+
+@pytest.mark.parametrize("fmt", ["bert", "text"])
+def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
+    """A 6 MB document (a BERT file without blank lines; a text file read as one document) is
+    never held whole: parts of about _PART_CHARS characters go on as they are read."""
+    import mlmcorpus.readers as readers
+
+    lines = [f"Line {k:06d} of one very long document goes on and on, like a book that never ends." for k in range(75_000)]
+    if fmt == "bert":
+        path = write(tmp_path / "one.bert.txt", "\n".join(lines) + "\n")
+        kw = {}
+    else:  # short paragraphs: the document is the file
+        path = write(tmp_path / "one.txt", "\n\n".join(lines) + "\n")
+        kw = {"input_format": "text", "doc_boundary": "file"}
+    assert path.stat().st_size > 6_000_000
+    parts, worst = _read_ahead([path], **kw)
+    got = list(parts())
+    # A part, one more sentence, and the text format's blank lines (not counted as handed on).
+    assert worst() <= 1.05 * readers._PART_CHARS + 200, f"{worst() / 1e6:.2f} MB read ahead"
+    assert len(got) > 5 and all(p.more for p in got[:-1]) and not got[-1].more
+    assert len({p.id for p in got}) == 1
+    stats = ReadStats()
+    (doc,) = iter_documents(resolve_sources([str(path)], kw.get("input_format")), ReaderConfig(**kw), stats)
+    assert doc.sentences == lines and stats.documents == 1 and stats.sentences == len(lines)
+
+
+def test_a_file_broken_inside_a_long_document_ends_it_there(tmp_path, monkeypatch):
+    """A truncated file found by walking: the parts of its last document already handed on are
+    closed by an empty last part, so they stay one document, apart from the next file's."""
+    import mlmcorpus.readers as readers
+    from mlmcorpus.engines.local import map_ordered
+
+    text = "\n".join(f"Sentence {k} of a long book that is cut off." for k in range(20_000)) + "\n"
+    data = gzip.compress(text.encode())
+    write(tmp_path / "in" / "a.bert.txt.gz", data[: len(data) // 2])
+    write(tmp_path / "in" / "b.bert.txt", "Next file.\nIts second line.\n")
+    monkeypatch.setattr(readers, "_PART_CHARS", 64 * 1024)
+
+    def read_parts(side_map=None, stats=None):
+        return iter_document_parts(resolve_sources([str(tmp_path / "in")]), ReaderConfig(), stats, split_map=side_map)
+
+    stats = ReadStats()
+    parts = list(read_parts(stats=stats))
+    a = [p for p in parts if p.source.endswith("a.bert.txt.gz")]
+    assert len(a) > 2 and all(p.more for p in a[:-1]) and a[-1].sentences == [] and not a[-1].more
+    assert [p.sentences for p in parts[len(a):]] == [["Next file.", "Its second line."]]
+    assert stats.documents == 2 and stats.skipped["unreadable_file"] == 1
+    stats2 = ReadStats()
+    assert [(p.id, p.sentences, p.more) for p in map_ordered(_identity, lambda m: read_parts(m, stats2), 2)] == [
+        (p.id, p.sentences, p.more) for p in parts
+    ]
+    assert stats2.as_dict() == stats.as_dict()
+    docs, _ = read([tmp_path / "in"])
+    assert [d.source.endswith("b.bert.txt") for d in docs] == [False, True]
+    assert docs[0].sentences == [s for p in a for s in p.sentences]
 
 
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):

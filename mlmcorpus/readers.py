@@ -28,10 +28,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mlmcorpus.errors import ConfigError, InputError
 from mlmcorpus.sentences import get_splitter, split_none, split_rules
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 __all__ = [
     "FORMATS",
@@ -844,7 +847,7 @@ class _DocumentReader:
         columns = [cfg.text_column] + ([cfg.id_field] if cfg.id_field in names and cfg.id_field != cfg.text_column else [])
         row = 0
         try:
-            for batch in pf.iter_batches(batch_size=256, columns=columns):
+            for batch in pf.iter_batches(batch_size=_parquet_batch_rows(pf.metadata, cfg.text_column), columns=columns):
                 texts = batch.column(0).to_pylist()
                 ids = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(texts)
                 for text, rid in zip(texts, ids):
@@ -865,6 +868,21 @@ class _DocumentReader:
                     yield _Pending(str(rid) if rid is not None else where, text, source, where)
         except (pa.ArrowInvalid, OSError) as e:
             raise _FileError(f"{source.path}: corrupt Parquet data ({e})") from None
+
+
+def _parquet_batch_rows(metadata: pq.FileMetaData, column: str) -> int:
+    """Rows per Parquet read batch: about _BATCH_CHARS bytes of ``column`` on average (at most 256 rows).
+
+    A fixed row count would hold 256 whole books at a time in a file of books.
+    """
+    size = rows = 0
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        rows += group.num_rows
+        for j in range(group.num_columns):
+            if group.column(j).path_in_schema == column:
+                size += group.column(j).total_uncompressed_size
+    return max(1, min(256, rows * _BATCH_CHARS // max(size, 1)))
 
 
 class _FileError(InputError):

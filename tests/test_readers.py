@@ -234,6 +234,21 @@ def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
     assert doc.sentences == lines and stats.documents == 1 and stats.sentences == len(lines)
 
 
+def test_parquet_books_are_read_a_few_at_a_time(tmp_path):
+    """Read batches of a Parquet file are sized by its text bytes, not a row count: 256 rows of
+    40 kB books were 10 MB of Python strings at once."""
+    book = " ".join(f"Sentence {k} of a book in a Parquet file." for k in range(900))  # 40 kB
+    pq.write_table(pa.table({"id": list(range(300)), "text": [f"{i} {book}" for i in range(300)]}), tmp_path / "b.parquet")
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_document_parts(resolve_sources([str(tmp_path / "b.parquet")]), ReaderConfig(splitter="none")))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 300
+    assert peak < 5_000_000, f"peak {peak / 1e6:.1f} MB of Python objects for 12 MB of books"
+
+
 def test_a_file_broken_inside_a_long_document_ends_it_there(tmp_path, monkeypatch):
     """A truncated file found by walking: the parts of its last document already handed on are
     closed by an empty last part, so they stay one document, apart from the next file's."""

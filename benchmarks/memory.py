@@ -98,49 +98,32 @@ def _copies_of_dir(part: Path, dest: Path, copies: int) -> None:
     tmp.replace(dest)
 
 
+def _make(dest: Path, stamp: dict, what: str, write) -> None:
+    """write() unless DEST is there from the same STAMP."""
+    if not _cached(dest, stamp):
+        run.log(f"prepare: {what} -> {dest.name}")
+        write()
+        _done(dest, stamp)
+
+
 def prepare_input(fmt: str, copies: int, source: Path) -> Path:
     """The input of FORMAT at COPIES times the books (cached under .work/memory/)."""
     WORK.mkdir(parents=True, exist_ok=True)
-    stamp = {**_stamp(source), "copies": copies}
-    if fmt == "jsonl":
-        if copies == 1:
-            return source
-        dest = WORK / f"gutenberg-x{copies}.jsonl.gz"
-        if not _cached(dest, stamp):
-            run.log(f"prepare: {copies} concatenated copies of {source.name} -> {dest.name}")
-            _concatenate(source, dest, copies)  # concatenated gzip members are one gzip stream
-            _done(dest, stamp)
-        return dest
-    if fmt == "bert":
-        one = WORK / "gutenberg-x1.bert.txt"
-        one_stamp = {**_stamp(source), "copies": 1}
-        if not _cached(one, one_stamp):
-            run.log(f"prepare: {source.name} -> {one.name} (BERT layout, sentences from mlmcorpus stream)")
-            run.write_bert_layout(source, one)
-            _done(one, one_stamp)
-        if copies == 1:
-            return one
-        dest = WORK / f"gutenberg-x{copies}.bert.txt"
-        if not _cached(dest, stamp):
-            run.log(f"prepare: {copies} concatenated copies of {one.name} -> {dest.name}")
-            _concatenate(one, dest, copies, separator=b"\n")  # a blank line between copies
-            _done(dest, stamp)
-        return dest
-    if fmt == "text":
-        one = WORK / "gutenberg-x1.text"
-        one_stamp = {**_stamp(source), "copies": 1}
-        if not _cached(one, one_stamp):
-            run.log(f"prepare: {source.name} -> {one.name}/ (one .txt file per book)")
-            _book_files(source, one)
-            _done(one, one_stamp)
-        if copies == 1:
-            return one
-        dest = WORK / f"gutenberg-x{copies}.text"
-        if not _cached(dest, stamp):
-            _copies_of_dir(one, dest, copies)
-            _done(dest, stamp)
-        return dest
-    raise ValueError(fmt)
+    one = {"jsonl": source, "bert": WORK / "gutenberg-x1.bert.txt", "text": WORK / "gutenberg-x1.text"}[fmt]
+    if fmt == "bert":  # sentences from mlmcorpus stream, a blank line between books
+        _make(one, {**_stamp(source), "copies": 1}, "BERT layout", lambda: run.write_bert_layout(source, one))
+    elif fmt == "text":
+        _make(one, {**_stamp(source), "copies": 1}, "one .txt file per book", lambda: _book_files(source, one))
+    if copies == 1:
+        return one
+    dest = WORK / one.name.replace("x1.", f"x{copies}.") if fmt != "jsonl" else WORK / f"gutenberg-x{copies}.jsonl.gz"
+    copy = {
+        "jsonl": lambda: _concatenate(one, dest, copies),  # concatenated gzip members are one gzip stream
+        "bert": lambda: _concatenate(one, dest, copies, separator=b"\n"),  # a blank line between copies
+        "text": lambda: _copies_of_dir(one, dest, copies),
+    }[fmt]
+    _make(dest, {**_stamp(source), "copies": copies}, f"{copies} copies of {one.name}", copy)
+    return dest
 
 
 def format_options(fmt: str) -> list[str]:

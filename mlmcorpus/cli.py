@@ -25,7 +25,6 @@ from mlmcorpus.readers import (
     ReaderConfig,
     ReadStats,
     Source,
-    iter_document_parts,
     iter_documents,
     iter_sentences,
     resolve_sources,
@@ -524,7 +523,7 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     out = StageWriter(sys.stdout.buffer, stage, header)
     job = segment_only if seed is None else pair_only
     write_unit = out.write_segmented if seed is None else out.write_paired
-    docs = iter_document_parts(srcs, reader, stats)
+    docs = iter_documents(srcs, reader, stats, parts=True)
     for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
         write_unit(result)
     out.close(stats)
@@ -748,7 +747,7 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
         stats = ReadStats()  # a retry with a smaller vocabulary counts afresh
         bar = ByteProgress(total, "reading", enabled=None if not quiet else False)
         with bar:
-            yield from iter_sentences(iter_document_parts(srcs, reader, stats, on_progress=bar.advance))
+            yield from iter_sentences(iter_documents(srcs, reader, stats, on_progress=bar.advance, parts=True))
 
     record = {"sources": [s.path for s in srcs], "reader": {k: v for k, v in vars(reader).items()}}
     with stderr_console().status("training sentencepiece…") if (sys.stderr.isatty() and not quiet) else _null():

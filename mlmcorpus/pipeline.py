@@ -2,7 +2,7 @@
 
 Reading top to bottom::
 
-    iter_document_parts -> iter_units -> pair_unit (tokenise, split, NSP pairs, shuffle)
+    iter_documents -> iter_units -> pair_unit (tokenise, split, NSP pairs, shuffle)
                    -> mask_unit (80/10/10) -> ShardWriter.write -> manifest
 
 The input is cut into work units by :func:`iter_units` from the documents and
@@ -37,7 +37,7 @@ from mlmcorpus.pairs import (
     split_segments,
 )
 from mlmcorpus.engines.local import LocalPool, release_memory
-from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_document_parts, iter_sentences
+from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
@@ -87,7 +87,7 @@ def iter_units(documents: Iterable[Document], config: UnitConfig) -> Iterator[Un
 
     Depends on the documents and ``config`` only, never on the number of workers,
     nor on how the documents are cut into parts (``Document.more``, see
-    :func:`mlmcorpus.readers.iter_document_parts`): the units are those of the
+    ``iter_documents(..., parts=True)``): the units are those of the
     whole documents.  A document longer than ``unit_chars`` on its own (a whole
     book) is cut at sentence boundaries into consecutive units as it arrives, so
     what is held here stays about one unit whatever the document sizes.
@@ -614,7 +614,7 @@ def build(
             on_phase("training tokenizer")
         prefix = os.path.join(out_dir, "tokenizer")
         train_tokenizer(
-            lambda: iter_sentences(iter_document_parts(sources, reader, ReadStats())),
+            lambda: iter_sentences(iter_documents(sources, reader, ReadStats(), parts=True)),
             prefix,
             train or TrainConfig(),
             record={"sources": [s.path for s in sources], "reader": asdict(reader)},
@@ -629,7 +629,7 @@ def build(
     with LocalPool(workers, init_worker, (tokenizer, config, spill_dir)) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None
-        documents = iter_document_parts(sources, reader, stats.read, on_progress=on_progress, split_map=split_map)
+        documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
         results = pool.map(process_unit, iter_units(documents, config.units))
         shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
     return write_manifest(

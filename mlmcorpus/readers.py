@@ -4,10 +4,10 @@
 it expands paths, directories and globs, opens (and decompresses) each file,
 reads it line by line with a cap on line length, repairs what can be repaired
 (invalid UTF-8, NUL bytes, control characters), normalises Unicode, splits
-prose into sentences and yields one :class:`Document` at a time.
-``iter_document_parts`` yields a long document in parts of about
-``_PART_CHARS`` characters instead, so that what the reader holds is bounded by
-characters whatever the document sizes (a book, a whole file).
+prose into sentences and yields one :class:`Document` at a time (with
+``parts=True``, a long document in parts of about ``_PART_CHARS`` characters,
+so that what the reader holds is bounded by characters whatever the document
+sizes: a book, a whole file).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "resolve_sources",
     "detect_format",
     "iter_documents",
-    "iter_document_parts",
     "iter_sentences",
     "open_source",
 ]
@@ -92,7 +91,7 @@ _CONTROL_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_CONT
 class Document:
     """One document: an id, its sentences (stripped, non-empty) and where it came from.
 
-    ``more`` is True for a part of a longer document (see :func:`iter_document_parts`):
+    ``more`` is True for a part of a longer document (``iter_documents(..., parts=True)``):
     the next item continues it, with the same id.
     """
 
@@ -897,39 +896,17 @@ def iter_documents(
     on_progress: Callable[[int], None] | None = None,
     require_documents: bool = True,
     split_map: Callable | None = None,
+    parts: bool = False,
 ) -> Iterator[Document]:
-    """Yield the documents of every source, in order, each whole.
+    """Yield the documents of every source, in order.
 
-    The documents of :func:`iter_document_parts` with their parts joined: one
-    document is held whole here, so consumers that can take parts (the unit
-    cutting, tokenizer training) should read those instead.
-    """
-    doc: Document | None = None
-    for part in iter_document_parts(sources, config, stats, on_progress, require_documents, split_map):
-        if doc is None:
-            doc = part
-        else:
-            doc.sentences.extend(part.sentences)
-        if not part.more:
-            doc.more = False
-            yield doc
-            doc = None
-
-
-def iter_document_parts(
-    sources: Iterable[Source],
-    config: ReaderConfig | None = None,
-    stats: ReadStats | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    require_documents: bool = True,
-    split_map: Callable | None = None,
-) -> Iterator[Document]:
-    """Yield the documents of every source, in order; a long one as consecutive parts.
-
-    A part has ``more`` set when the next item continues the same document.
-    Documents read from the BERT layout or plain text are handed on in parts of
-    about ``_PART_CHARS`` characters, so this generator and the batches in flight
-    hold a bounded amount of text however long a document is.
+    With ``parts`` a long document comes as consecutive parts, each with
+    ``more`` set when the next item continues the same document: documents read
+    from the BERT layout or plain text are handed on in parts of about
+    ``_PART_CHARS`` characters, so the reader and the batches in flight hold a
+    bounded amount of text however long a document is.  Without it the parts are
+    joined here, which holds one document whole; consumers that can take parts
+    (the unit cutting, tokenizer training) should ask for them.
 
     ``split_map(fn, batches)``, an ordered map on other processes (see
     :func:`mlmcorpus.engines.local.map_ordered`), takes over cleaning and
@@ -942,6 +919,31 @@ def iter_document_parts(
     found (unless ``require_documents`` is False); per-record problems are
     skipped and counted in ``stats`` (or raised with ``config.strict``).
     """
+    items = _read_parts(sources, config, stats, on_progress, require_documents, split_map)
+    return items if parts else _joined(items)
+
+
+def _joined(parts: Iterable[Document]) -> Iterator[Document]:
+    doc: Document | None = None
+    for part in parts:
+        if doc is None:
+            doc = part
+        else:
+            doc.sentences.extend(part.sentences)
+        if not part.more:
+            doc.more = False
+            yield doc
+            doc = None
+
+
+def _read_parts(
+    sources: Iterable[Source],
+    config: ReaderConfig | None,
+    stats: ReadStats | None,
+    on_progress: Callable[[int], None] | None,
+    require_documents: bool,
+    split_map: Callable | None,
+) -> Iterator[Document]:
     config = config or ReaderConfig()
     stats = stats if stats is not None else ReadStats()
     reader = _DocumentReader(config, stats, split_map)

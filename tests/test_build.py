@@ -70,7 +70,7 @@ def test_documents_read_in_parts_give_the_same_shards(built, runner, spm_model, 
     whole = run_build(runner, tmp_path / "whole", spm_model, "--workers", "2", "--unit-chars", "3000")
     monkeypatch.setattr(readers, "_PART_CHARS", 500)
     monkeypatch.setattr(readers, "_BATCH_CHARS", 2000)
-    parts = list(readers.iter_document_parts(resolve_sources([str(SAMPLE)]), ReaderConfig()))
+    parts = list(readers.iter_documents(resolve_sources([str(SAMPLE)]), ReaderConfig(), parts=True))
     assert sum(p.more for p in parts) > 100  # most articles of en_wiki.bert.txt come in parts
     cut = run_build(runner, tmp_path / "parts", spm_model, "--workers", "2", "--unit-chars", "3000")
     assert cut["stats"]["counts"].get("long_documents_split", 0) > 0  # units cut out of documents in parts

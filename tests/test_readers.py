@@ -24,7 +24,6 @@ from mlmcorpus.readers import (
     ReaderConfig,
     ReadStats,
     detect_format,
-    iter_document_parts,
     iter_documents,
     resolve_sources,
 )
@@ -37,6 +36,16 @@ def read(paths, require_documents=True, **kw):
     sources = resolve_sources([str(p) for p in paths], kw.get("input_format"))
     docs = list(iter_documents(sources, ReaderConfig(**kw), stats, require_documents=require_documents))
     return docs, stats
+
+
+def traced_peak(fn):
+    """``fn()`` and the peak of Python allocations while it ran (tracemalloc: exact, not the process size)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -177,7 +186,8 @@ def _read_ahead(paths, side_map=None, **kw):
     def parts():
         nonlocal handed, worst
         sources = resolve_sources([str(p) for p in paths], kw.get("input_format"))
-        for part in iter_document_parts(sources, ReaderConfig(**kw), ReadStats(), on_progress=progress, split_map=side_map):
+        config = ReaderConfig(**kw)
+        for part in iter_documents(sources, config, ReadStats(), on_progress=progress, split_map=side_map, parts=True):
             handed += sum(len(s.encode()) + 1 for s in part.sentences) + (not part.more)
             worst = max(worst, read - handed)
             yield part
@@ -239,12 +249,8 @@ def test_parquet_books_are_read_a_few_at_a_time(tmp_path):
     40 kB books were 10 MB of Python strings at once."""
     book = " ".join(f"Sentence {k} of a book in a Parquet file." for k in range(900))  # 40 kB
     pq.write_table(pa.table({"id": list(range(300)), "text": [f"{i} {book}" for i in range(300)]}), tmp_path / "b.parquet")
-    tracemalloc.start()
-    try:
-        n = sum(1 for _ in iter_document_parts(resolve_sources([str(tmp_path / "b.parquet")]), ReaderConfig(splitter="none")))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    sources = resolve_sources([str(tmp_path / "b.parquet")])
+    n, peak = traced_peak(lambda: sum(1 for _ in iter_documents(sources, ReaderConfig(splitter="none"), parts=True)))
     assert n == 300
     assert peak < 5_000_000, f"peak {peak / 1e6:.1f} MB of Python objects for 12 MB of books"
 
@@ -262,7 +268,7 @@ def test_a_file_broken_inside_a_long_document_ends_it_there(tmp_path, monkeypatc
     monkeypatch.setattr(readers, "_PART_CHARS", 64 * 1024)
 
     def read_parts(side_map=None, stats=None):
-        return iter_document_parts(resolve_sources([str(tmp_path / "in")]), ReaderConfig(), stats, split_map=side_map)
+        return iter_documents(resolve_sources([str(tmp_path / "in")]), ReaderConfig(), stats, split_map=side_map, parts=True)
 
     stats = ReadStats()
     parts = list(read_parts(stats=stats))
@@ -426,12 +432,7 @@ def test_huge_line_is_capped_counted_and_memory_stays_bounded(tmp_path):
         f.write(b'{"text": "before."}\n')
         f.write(b'{"text": "' + b"a" * (50 * 1024 * 1024) + b'"}\n')
         f.write(b'{"text": "after."}\n')
-    tracemalloc.start()
-    try:
-        docs, stats = read([p], max_line_bytes=1024 * 1024)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (docs, stats), peak = traced_peak(lambda: read([p], max_line_bytes=1024 * 1024))
     assert [d.sentences for d in docs] == [["before."], ["after."]]
     assert stats.skipped == {"line_too_long": 1}
     assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while skipping a 50 MB line"
@@ -443,12 +444,7 @@ def test_reading_a_large_file_does_not_hold_it(tmp_path):
         for i in range(60_000):
             f.write(f"Sentence number {i} of a long corpus that goes on.\nAnother line.\n\n")
     assert p.stat().st_size > 3_000_000
-    tracemalloc.start()
-    try:
-        n = sum(1 for _ in iter_documents(resolve_sources([str(p)]), ReaderConfig()))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    n, peak = traced_peak(lambda: sum(1 for _ in iter_documents(resolve_sources([str(p)]), ReaderConfig())))
     assert n == 60_000
     assert peak < 2_000_000, f"peak {peak / 1e6:.1f} MB for a {p.stat().st_size / 1e6:.1f} MB file"
 

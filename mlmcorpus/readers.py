@@ -572,6 +572,37 @@ def split_texts(config: ReaderConfig, texts: list[str]) -> list[list[str]]:
     return [reader.text_sentences(t) for t in texts]
 
 
+class _PartedDocument:
+    """Document ``n`` of a source as it is read: handed on in parts of about _PART_CHARS characters."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.n = 0  # documents of the source ended so far
+        self.count = 0  # sentences of this document so far, handed on or not
+        self._held: list[str] = []  # the part not handed on yet
+        self._chars = 0  # in ``_held``
+
+    def add(self, sentences: list[str]) -> Iterator[Document]:
+        """Add sentences; yields the part held before one that would make it exceed _PART_CHARS.
+
+        A part is handed on only when another sentence follows, so the last part is never empty.
+        """
+        for sentence in sentences:
+            if self._chars >= _PART_CHARS:
+                yield Document(f"{self.source.name}:{self.n}", self._held, self.source.name, more=True)
+                self._held, self._chars = [], 0
+            self._held.append(sentence)
+            self._chars += len(sentence)
+            self.count += 1
+
+    def end(self) -> Document:
+        """The document's last part; the next sentences start document ``n + 1``."""
+        last = Document(f"{self.source.name}:{self.n}", self._held, self.source.name)
+        self.n += 1
+        self.count, self._held, self._chars = 0, [], 0
+        return last
+
+
 class _DocumentReader:
     """Turns one open source into documents according to its format.
 
@@ -681,79 +712,68 @@ class _DocumentReader:
             raise InputError(f"{source.name}: unknown format {fmt!r}")
 
     def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
-        sentences: list[str] = []  # the part of document n not handed on yet
-        chars = 0  # in ``sentences``
-        count = 0  # sentences of document n so far, handed on or not
-        n = 0
-        for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
-            if raw is None:
-                continue
-            # Without the line break, a clean line is printable and clean() skips its search.
-            line = self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), f"{source.name}:{lineno}"))
-            line = " ".join(line.split())
-            if line:
-                if chars >= _PART_CHARS:  # the document goes on: hand on what is held (never an empty last part)
-                    yield Document(f"{source.name}:{n}", sentences, source.name, more=True)
-                    sentences, chars = [], 0
-                sentences.append(line)
-                chars += len(line)
-                count += 1
-                if count >= self.config.max_doc_sentences:
-                    self._count_doc_split(source, n)
-                    yield Document(f"{source.name}:{n}", sentences, source.name)
-                    n += 1
-                    sentences, chars, count = [], 0, 0
-            elif count:
-                yield Document(f"{source.name}:{n}", sentences, source.name)
-                n += 1
-                sentences, chars, count = [], 0, 0
-        if count:
-            yield Document(f"{source.name}:{n}", sentences, source.name)
+        doc = _PartedDocument(source)
+        try:
+            for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
+                if raw is None:
+                    continue
+                # Without the line break, a clean line is printable and clean() skips its search.
+                line = self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), f"{source.name}:{lineno}"))
+                line = " ".join(line.split())
+                if line:
+                    yield from doc.add([line])
+                    if doc.count >= self.config.max_doc_sentences:
+                        self._count_doc_split(source, doc.n)
+                        yield doc.end()
+                elif doc.count:
+                    yield doc.end()
+        except Exception:
+            # A read error (a truncated file): the document ends where the file broke, whatever
+            # of it was handed on already (so what is kept does not depend on the part size).
+            if doc.count:
+                yield doc.end()
+            raise
+        if doc.count:
+            yield doc.end()
 
     def _read_text(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
         cap = self.config.max_line_bytes
         per_file = self.config.doc_boundary == "file"
         para: list[str] = []
         para_bytes = 0
-        sentences: list[str] = []  # the part of document n not handed on yet
-        chars = 0  # in ``sentences``
-        count = 0  # sentences of document n so far, handed on or not
-        n = 0
+        doc = _PartedDocument(source)
 
         def flush_para() -> Iterator[Document]:
-            """Add the paragraph's sentences to document n, handing on the part held first if it is long."""
-            nonlocal para, para_bytes, sentences, chars, count
-            new = self.paragraph_sentences(" ".join(para)) if para else []
+            nonlocal para, para_bytes
+            if para:
+                yield from doc.add(self.paragraph_sentences(" ".join(para)))
             para, para_bytes = [], 0
-            if not new:
-                return
-            if chars >= _PART_CHARS:  # the document goes on: never an empty last part
-                yield Document(f"{source.name}:{n}", sentences, source.name, more=True)
-                sentences, chars = [], 0
-            sentences.extend(new)
-            chars += sum(map(len, new))
-            count += len(new)
 
-        for lineno, raw in _iter_lines(stream, cap, self.stats, source.name, self.config.strict):
-            if raw is None:
-                continue
-            line = self.cleaner.decode(raw, f"{source.name}:{lineno}")
-            if line.strip():
-                para.append(line)
-                para_bytes += len(raw)
-                if para_bytes > cap:  # a paragraph without blank lines: split what we have
-                    yield from flush_para()
-                continue
+        try:
+            for lineno, raw in _iter_lines(stream, cap, self.stats, source.name, self.config.strict):
+                if raw is None:
+                    continue
+                line = self.cleaner.decode(raw, f"{source.name}:{lineno}")
+                if line.strip():
+                    para.append(line)
+                    para_bytes += len(raw)
+                    if para_bytes > cap:  # a paragraph without blank lines: split what we have
+                        yield from flush_para()
+                    continue
+                yield from flush_para()
+                if doc.count and (not per_file or doc.count >= self.config.max_doc_sentences):
+                    if per_file:
+                        self._count_doc_split(source, doc.n)
+                    yield doc.end()
+        except Exception:
+            # A read error: the document ends where the file broke (see _read_bert).
             yield from flush_para()
-            if count and (not per_file or count >= self.config.max_doc_sentences):
-                if per_file:
-                    self._count_doc_split(source, n)
-                yield Document(f"{source.name}:{n}", sentences, source.name)
-                n += 1
-                sentences, chars, count = [], 0, 0
+            if doc.count:
+                yield doc.end()
+            raise
         yield from flush_para()
-        if count:
-            yield Document(f"{source.name}:{n}", sentences, source.name)
+        if doc.count:
+            yield doc.end()
 
     def _capped(self, doc_id: str, sentences: list[str], source: Source) -> Iterator[Document]:
         """One document, or consecutive parts of at most ``max_doc_sentences`` sentences."""
@@ -951,18 +971,12 @@ def _read_parts(
     for source in sources:
         names.append(source.name)
         stats.files += 1
-        last: Document | None = None
         try:
-            for last in _read_source(reader, source, stats, on_progress):
-                yield last
+            yield from _read_source(reader, source, stats, on_progress)
         except _FileError as e:
             if source.explicit:
                 raise InputError(str(e)) from None
             stats.skip("unreadable_file", f"{e}; skipped")
-            if last is not None and last.more:
-                # The file broke inside a document whose first parts were handed on: end it there.
-                stats.documents += 1
-                yield Document(last.id, [], last.source)
     if require_documents and stats.documents == 0:
         skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.skipped.items()))
         where = names[0] if len(names) == 1 else f"{len(names)} files"

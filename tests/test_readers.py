@@ -170,12 +170,13 @@ def _bert_corpus(path: Path, docs: int, sentences: int, width: int = 99) -> list
     return corpus
 
 
-def _read_ahead(paths, side_map=None, **kw):
-    """The parts read, and the most bytes the reader had read from disk but not yet handed on.
+def _read_ahead(paths, side_map=None, newlines=1, **kw):
+    """The parts read, and the most bytes the reader had read from disk but not yet handed on
+    (counting the part being handed on).
 
     Counted from the outside: ``on_progress`` gives the bytes consumed from the file, each part
-    handed on accounts for its lines (a sentence and its line break, a blank line after a
-    document's last part).  So the figure is what the reader buffers, whatever it buffers in.
+    handed on accounts for its lines (a sentence and ``newlines`` line breaks, a blank line after
+    a document's last part).  So the figure is what the reader buffers, whatever it buffers in.
     """
     read = handed = worst = 0
 
@@ -188,8 +189,8 @@ def _read_ahead(paths, side_map=None, **kw):
         sources = resolve_sources([str(p) for p in paths], kw.get("input_format"))
         config = ReaderConfig(**kw)
         for part in iter_documents(sources, config, ReadStats(), on_progress=progress, split_map=side_map, parts=True):
-            handed += sum(len(s.encode()) + 1 for s in part.sentences) + (not part.more)
             worst = max(worst, read - handed)
+            handed += sum(len(s.encode()) + newlines for s in part.sentences) + (not part.more)
             yield part
 
     return parts, lambda: worst
@@ -228,20 +229,36 @@ def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
     lines = [f"Line {k:06d} of one very long document goes on and on, like a book that never ends." for k in range(75_000)]
     if fmt == "bert":
         path = write(tmp_path / "one.bert.txt", "\n".join(lines) + "\n")
-        kw = {}
+        kw, newlines = {}, 1
     else:  # short paragraphs: the document is the file
         path = write(tmp_path / "one.txt", "\n\n".join(lines) + "\n")
-        kw = {"input_format": "text", "doc_boundary": "file"}
+        kw, newlines = {"input_format": "text", "doc_boundary": "file"}, 2
     assert path.stat().st_size > 6_000_000
-    parts, worst = _read_ahead([path], **kw)
+    parts, worst = _read_ahead([path], newlines=newlines, **kw)
     got = list(parts())
-    # A part, one more sentence, and the text format's blank lines (not counted as handed on).
-    assert worst() <= 1.05 * readers._PART_CHARS + 200, f"{worst() / 1e6:.2f} MB read ahead"
+    # The part being handed on (at most one line over _PART_CHARS characters, and its lines'
+    # breaks) and the next line.  (Every line has the same length.)
+    line = len(lines[0]) + newlines
+    bound = (readers._PART_CHARS // len(lines[0]) + 2) * line + line
+    assert worst() <= bound, f"{worst() / 1e6:.3f} MB read ahead, bound {bound / 1e6:.3f} MB"
     assert len(got) > 5 and all(p.more for p in got[:-1]) and not got[-1].more
     assert len({p.id for p in got}) == 1
     stats = ReadStats()
     (doc,) = iter_documents(resolve_sources([str(path)], kw.get("input_format")), ReaderConfig(**kw), stats)
     assert doc.sentences == lines and stats.documents == 1 and stats.sentences == len(lines)
+
+
+def test_a_paragraph_without_blank_lines_is_handed_on_in_parts(tmp_path):
+    """Text without blank lines is one paragraph (held up to --max-line-bytes to be split), but it
+    goes on to the workers in parts of about _PART_CHARS characters, not as one 6 MB item."""
+    import mlmcorpus.readers as readers
+
+    lines = [f"Line {k:06d} of a file without a single blank line, one sentence a line." for k in range(85_000)]
+    path = write(tmp_path / "flat.txt", "\n".join(lines) + "\n")
+    assert path.stat().st_size > 6_000_000
+    parts = list(iter_documents(resolve_sources([str(path)]), ReaderConfig(doc_boundary="file"), parts=True))
+    assert len(parts) > 5 and [s for p in parts for s in p.sentences] == lines
+    assert max(sum(map(len, p.sentences)) for p in parts) <= readers._PART_CHARS + max(map(len, lines))
 
 
 def test_parquet_books_are_read_a_few_at_a_time(tmp_path):
@@ -255,35 +272,41 @@ def test_parquet_books_are_read_a_few_at_a_time(tmp_path):
     assert peak < 5_000_000, f"peak {peak / 1e6:.1f} MB of Python objects for 12 MB of books"
 
 
-def test_a_file_broken_inside_a_long_document_ends_it_there(tmp_path, monkeypatch):
-    """A truncated file found by walking: the parts of its last document already handed on are
-    closed by an empty last part, so they stay one document, apart from the next file's."""
+@pytest.mark.parametrize("fmt", ["bert", "text"])
+def test_a_file_broken_inside_a_document_ends_it_there(tmp_path, monkeypatch, fmt):
+    """A truncated file found by walking: its last document ends where the file broke, with all
+    that was read of it, whatever part of it was handed on already; the next file's documents
+    stay apart.  The same with and without workers, and for any part size."""
     import mlmcorpus.readers as readers
     from mlmcorpus.engines.local import map_ordered
 
-    text = "\n".join(f"Sentence {k} of a long book that is cut off." for k in range(20_000)) + "\n"
+    lines = [f"Sentence {k} of a long book that is cut off." for k in range(20_000)]
+    text = ("\n" if fmt == "bert" else "\n\n").join(lines) + "\n"
     data = gzip.compress(text.encode())
-    write(tmp_path / "in" / "a.bert.txt.gz", data[: len(data) // 2])
-    write(tmp_path / "in" / "b.bert.txt", "Next file.\nIts second line.\n")
+    name = "a.bert.txt.gz" if fmt == "bert" else "a.txt.gz"
+    write(tmp_path / "in" / name, data[: len(data) // 2])
+    write(tmp_path / "in" / "b.txt", "Next file.\n\nIts second paragraph.\n")
+    kw = {"doc_boundary": "file"}
+
+    def read_all(side_map=None, **extra):
+        stats = ReadStats()
+        cfg = ReaderConfig(**kw)
+        got = list(map_ordered(_identity, lambda m: iter_documents(resolve_sources([str(tmp_path / "in")]), cfg, stats, split_map=m, **extra), 2 if side_map else 1))
+        return got, stats
+
+    whole, stats = read_all()
+    assert [d.source.endswith(name) for d in whole] == [True, False]
+    kept = whole[0].sentences
+    assert 5_000 < len(kept) < 20_000 and kept == lines[: len(kept)]
+    assert whole[1].sentences == ["Next file.", "Its second paragraph."]
+    assert stats.documents == 2 and stats.sentences == len(kept) + 2 and stats.skipped["unreadable_file"] == 1
     monkeypatch.setattr(readers, "_PART_CHARS", 64 * 1024)
-
-    def read_parts(side_map=None, stats=None):
-        return iter_documents(resolve_sources([str(tmp_path / "in")]), ReaderConfig(), stats, split_map=side_map, parts=True)
-
-    stats = ReadStats()
-    parts = list(read_parts(stats=stats))
-    a = [p for p in parts if p.source.endswith("a.bert.txt.gz")]
-    assert len(a) > 2 and all(p.more for p in a[:-1]) and a[-1].sentences == [] and not a[-1].more
-    assert [p.sentences for p in parts[len(a):]] == [["Next file.", "Its second line."]]
-    assert stats.documents == 2 and stats.skipped["unreadable_file"] == 1
-    stats2 = ReadStats()
-    assert [(p.id, p.sentences, p.more) for p in map_ordered(_identity, lambda m: read_parts(m, stats2), 2)] == [
-        (p.id, p.sentences, p.more) for p in parts
-    ]
-    assert stats2.as_dict() == stats.as_dict()
-    docs, _ = read([tmp_path / "in"])
-    assert [d.source.endswith("b.bert.txt") for d in docs] == [False, True]
-    assert docs[0].sentences == [s for p in a for s in p.sentences]
+    for workers in (False, True):
+        parts, parted_stats = read_all(workers, parts=True)
+        a = [p for p in parts if p.source.endswith(name)]
+        assert len(a) > 2 and all(p.more for p in a[:-1]) and not a[-1].more
+        assert [s for p in a for s in p.sentences] == kept
+        assert parted_stats.as_dict() == stats.as_dict()
 
 
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):

@@ -572,6 +572,11 @@ def split_texts(config: ReaderConfig, texts: list[str]) -> list[list[str]]:
     return [reader.text_sentences(t) for t in texts]
 
 
+def _is_read_error(e: BaseException) -> bool:
+    """Whether ``e`` is the file's own fault (truncated, corrupt, unreadable): a walked file is then skipped."""
+    return isinstance(e, (EOFError, OSError, zlib.error, lzma.LZMAError)) or type(e).__name__ == "ZstdError"
+
+
 class _PartedDocument:
     """Document ``n`` of a source as it is read: handed on in parts of about _PART_CHARS characters."""
 
@@ -727,10 +732,10 @@ class _DocumentReader:
                         yield doc.end()
                 elif doc.count:
                     yield doc.end()
-        except Exception:
+        except Exception as e:
             # A read error (a truncated file): the document ends where the file broke, whatever
             # of it was handed on already (so what is kept does not depend on the part size).
-            if doc.count:
+            if _is_read_error(e) and doc.count:
                 yield doc.end()
             raise
         if doc.count:
@@ -765,11 +770,12 @@ class _DocumentReader:
                     if per_file:
                         self._count_doc_split(source, doc.n)
                     yield doc.end()
-        except Exception:
+        except Exception as e:
             # A read error: the document ends where the file broke (see _read_bert).
-            yield from flush_para()
-            if doc.count:
-                yield doc.end()
+            if _is_read_error(e):
+                yield from flush_para()
+                if doc.count:
+                    yield doc.end()
             raise
         yield from flush_para()
         if doc.count:

@@ -309,6 +309,22 @@ def test_a_file_broken_inside_a_document_ends_it_there(tmp_path, monkeypatch, fm
         assert parted_stats.as_dict() == stats.as_dict()
 
 
+def test_an_error_that_is_not_the_files_is_not_retried(tmp_path, monkeypatch):
+    """Only read errors end the document being read; a failing splitter is raised as it is, once."""
+    import mlmcorpus.readers as readers
+
+    calls = []
+
+    def failing(self, paragraph):
+        calls.append(paragraph)
+        raise RuntimeError("splitter failed")
+
+    monkeypatch.setattr(readers._DocumentReader, "paragraph_sentences", failing)
+    with pytest.raises(RuntimeError, match="splitter failed"):
+        read([write(tmp_path / "a.txt", "One paragraph.\n")])
+    assert calls == ["One paragraph.\n"]
+
+
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):
     p = write(tmp_path / "d.jsonl", json.dumps({"body": "One. Two."}) + "\n" + json.dumps({"id": "s", "sentences": ["a  b", "", "c"]}) + "\n")
     docs, _ = read([p], text_field="body")

@@ -321,7 +321,7 @@ def test_an_error_that_is_not_the_files_is_not_retried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(readers._DocumentReader, "paragraph_sentences", failing)
     with pytest.raises(RuntimeError, match="splitter failed"):
-        read([write(tmp_path / "a.txt", "One paragraph.\n")])
+        read([write(tmp_path / "a.txt", "One paragraph.\n\nAnother.\n")])
     assert calls == ["One paragraph.\n"]
 
 

@@ -238,7 +238,7 @@ def _parse_ratios(ctx: click.Context, param: click.Parameter, value: str) -> tup
         raise click.BadParameter(f"expected three numbers like 0.8,0.1,0.1, got {value!r}") from None
     if len(parts) != 3:
         raise click.BadParameter(f"expected three numbers ([MASK],random,keep), got {value!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def mask_options(f: Callable) -> Callable:
@@ -522,7 +522,7 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     stage = "segments" if seed is None else "pairs"
     out = StageWriter(sys.stdout.buffer, stage, header)
     job = segment_only if seed is None else pair_only
-    write_unit = out.write_segmented if seed is None else out.write_paired
+    write_unit: Callable[[Any], None] = out.write_segmented if seed is None else out.write_paired
     docs = iter_documents(srcs, reader, stats, parts=True)
     for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
         write_unit(result)

@@ -71,7 +71,7 @@ class Segments:
 
 
 def split_segments(
-    batch: EncodedBatch, doc_sentence_offsets: Sequence[int], max_num_tokens: int, stats: PairStats
+    batch: EncodedBatch, doc_sentence_offsets: Sequence[int] | np.ndarray, max_num_tokens: int, stats: PairStats
 ) -> Segments:
     """Turn tokenised sentences into segments of at most ``max_num_tokens`` tokens.
 
@@ -151,7 +151,7 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
     rand = rng.random
     # ``rng.randint(a, b)`` is ``a + rng._randbelow(b - a + 1)`` (CPython's randrange): the same draws
     # without two Python frames per call, which were a fifth of this loop's time.
-    below = rng._randbelow
+    below = rng._randbelow  # type: ignore[attr-defined]
 
     for d in range(n_docs):
         lo, hi = doc_lo[d], doc_hi[d]

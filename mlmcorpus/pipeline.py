@@ -277,7 +277,7 @@ def process_unit(unit: Unit) -> MaskedUnit:
     paired = pair_unit(unit, tok, config)
     masked = mask_unit(paired, vocab, config.mask, config.seed, config.pairs.max_seq_length)
     spill_dir = _WORKER.get("spill_dir")
-    if spill_dir is not None:
+    if spill_dir is not None and masked.columns is not None:
         # Scatter here rather than in the parent: the rows never cross the process boundary.
         o = config.output
         masked.spill = scatter(spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
@@ -458,6 +458,7 @@ def write_shards(
     try:
         for unit in results:
             if unit.spill is not None:
+                assert shuffler is not None  # workers scatter only when the shuffle is on
                 shuffler.register(unit.spill)
             elif unit.columns is None:
                 pass  # scattered by a worker, but no rows

@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -70,7 +71,7 @@ class ByteProgress:
         self.show_info = info
         self.total = total or None
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._pending = 0
         self._last = 0.0
         self.started = time.perf_counter()
@@ -94,12 +95,12 @@ class ByteProgress:
         return self
 
     def advance(self, n: int) -> None:
-        if self._progress is None:
+        if self._progress is None or self._task is None:
             return
         self._pending += n
         now = time.perf_counter()
         if now - self._last > 0.1:
-            self._progress.update(self._task, advance=self._pending)  # type: ignore[arg-type]
+            self._progress.update(self._task, advance=self._pending)
             self._pending = 0
             self._last = now
 

@@ -28,7 +28,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from mlmcorpus.errors import ConfigError, InputError
 from mlmcorpus.sentences import get_splitter, split_none, split_rules
@@ -323,7 +323,7 @@ def _wrap_compression(raw: BinaryIO, compression: str | None) -> BinaryIO:
             import zstandard
         except ImportError:
             raise InputError("reading .zst files needs the zstandard package: pip install 'mlmcorpus[zstd]'") from None
-        return io.BufferedReader(_ZstdRaw(raw, zstandard), buffer_size=1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(_ZstdRaw(raw, zstandard), buffer_size=1 << 20)
     raise InputError(f"unknown compression {compression!r}")
 
 
@@ -382,7 +382,7 @@ class _Opened:
         if source.path == "-":
             raw = sys.stdin.buffer
             if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
-                raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+                raw = io.BufferedReader(raw)
             head = raw.peek(8)
             compression = _sniff_compression(head[:8])
         elif self.is_stream:  # a named pipe (<(...), /dev/stdin): read once, peek instead of reopening
@@ -454,13 +454,15 @@ def _check_text_file(opened: _Opened) -> str | None:
     return _looks_binary(head)
 
 
+_NORMAL_FORMS: dict[str, Literal["NFC", "NFKC"] | None] = {"nfc": "NFC", "nfkc": "NFKC", "none": None}
+
+
 class _TextCleaner:
     """Decode, repair and normalise text; counts what it repairs."""
 
     def __init__(self, config: ReaderConfig, stats: ReadStats):
         self.stats = stats
-        form = config.normalize.upper()
-        self.form = None if form == "NONE" else form
+        self.form = _NORMAL_FORMS[config.normalize.lower()]
         self.lowercase = config.lowercase
         self.strict = config.strict
         self.table = _CONTROL_TABLE if config.strip_control else None

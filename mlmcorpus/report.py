@@ -162,6 +162,11 @@ def _load_manifest(out_dir: str) -> dict:
     return manifest
 
 
+def _dict(x: object) -> dict:
+    """``x`` when the (untrusted) manifest has an object there, else an empty one."""
+    return x if isinstance(x, dict) else {}
+
+
 def _int(x: object, name: str, lo: int, hi: int) -> int:
     if type(x) is not int or not lo <= x <= hi:
         raise InputError(f"manifest.json: {name} is {x!r}, expected an integer in [{lo}, {hi}]")
@@ -410,7 +415,7 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     if not verify:
         return
 
-    def rows_where(bad: np.ndarray) -> np.ndarray:
+    def rows_where(bad: np.ndarray | np.bool_) -> np.ndarray:
         return np.flatnonzero(bad)
 
     scan.fail("attention_mask", "attention_mask is not 1 on the tokens and 0 on the padding",
@@ -615,10 +620,10 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
         if name.startswith(("train-", ".tmp-train-", ".tmp-shuffle")) and name not in listed:
             fail("stray", f"{name}: shard file not listed in the manifest")
     m = corpus.manifest or {}
-    totals = m.get("totals") if isinstance(m.get("totals"), dict) else {}
-    stats = m.get("stats") if isinstance(m.get("stats"), dict) else {}
-    nsp = stats.get("nsp") if isinstance(stats.get("nsp"), dict) else {}
-    masked = stats.get("masked_positions") if isinstance(stats.get("masked_positions"), dict) else {}
+    totals = _dict(m.get("totals"))
+    stats = _dict(m.get("stats"))
+    nsp = _dict(stats.get("nsp"))
+    masked = _dict(stats.get("masked_positions"))
     kinds = merged["kinds"]
     found = {
         ("totals", "shards"): len(scans),
@@ -641,7 +646,7 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
             fail("manifest", f"manifest.json: {section}.{key} is missing")
         elif claimed != value:
             fail("manifest", f"manifest.json: {section}.{key} is {claimed}, the shards hold {value}")
-    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
+    tok = _dict(m.get("tokenizer"))
     path = tok.get("path")
     if isinstance(path, str):
         for candidate in (os.path.join(corpus.out_dir, path), path):

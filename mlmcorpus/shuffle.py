@@ -235,11 +235,11 @@ class TwoStageShuffle:
                 mm.madvise(mmap.MADV_DONTNEED)
             return
         spill = self._units[u]
-        mm = self._maps.get(spill.path)
-        if mm is not None:
+        mapped = self._maps.get(spill.path)
+        if mapped is not None:
             first = spill.start - spill.start % mmap.PAGESIZE
-            end = min(spill.end, len(mm))
-            mm.madvise(mmap.MADV_DONTNEED, first, end - first)
+            end = min(spill.end, len(mapped))
+            mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of permuted group ``g``, gathered from the spill files.

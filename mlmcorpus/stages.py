@@ -133,6 +133,7 @@ class StageWriter:
 
     def write_masked(self, m: MaskedUnit) -> None:
         meta = {"unit_id": m.unit_id, "pairs": _pair_stats_json(m.pair_stats), "masked": m.mask_counts.tolist()}
+        assert m.columns is not None  # the mask stage never scatters
         self._write(m.columns, meta)
 
     def close(self, read_stats: ReadStats | dict) -> None:

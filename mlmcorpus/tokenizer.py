@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain, islice
+from typing import cast
 
 import numpy as np
 
@@ -409,7 +410,7 @@ class HFTokenizer(Tokenizer):
             )
             tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
             tok.decoder = decoders.WordPiece()
-            self._prefix = "##"
+            self._prefix: str | None = "##"
             self._start_marker = None
         else:
             try:
@@ -626,7 +627,7 @@ def reservoir_sample(items: Iterable[str], k: int, rng: np.random.Generator) -> 
         nxt = next(islice(it, skip, None), _END)
         if nxt is _END:
             return sample
-        sample[int(rng.integers(k))] = nxt  # type: ignore[assignment]
+        sample[int(rng.integers(k))] = cast(str, nxt)
         w *= math.exp(math.log(rng.random()) / k)
 
 

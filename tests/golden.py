@@ -125,6 +125,10 @@ def compute(configs: list[Config] = CONFIGS) -> dict[str, dict]:
             out = Path(tmp) / config.name
             run(config, out)
             result[config.name] = digest(out)
+            if config.pipeline:
+                # `pairs` counts the bytes of the stream it read, whose document ids hold the
+                # path of sample_data/: they depend on where the checkout is.
+                del result[config.name]["stats"]["input"]["bytes"]
         return result
 
 

@@ -580,7 +580,7 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
             paired = instances_of(segmented_from(unit, arrays), config, tok.special_ids)
         else:
             paired = paired_from(unit, arrays)
-        out.write_masked(mask_unit(paired, vocab, mask_cfg, seed, cfg.pairs.max_seq_length))
+        out.write_masked(mask_unit(paired, vocab, mask_cfg, seed))
     sys.stdout.buffer.flush()
 
 

@@ -250,7 +250,7 @@ class MaskVocab:
         return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids(), tokenizer.vocab_size)
 
 
-def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, seed: int, max_seq_length: int) -> MaskedUnit:
+def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, seed: int) -> MaskedUnit:
     """Apply BERT masking to a paired unit with the unit's own generator."""
     rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
     m = mask_batch(paired.input_ids, paired.lengths, vocab.special_ids, vocab.mask_id, vocab.random_ids, mask_config, rng)
@@ -275,7 +275,7 @@ def process_unit(unit: Unit) -> MaskedUnit:
     """The whole per-unit job (runs in a worker after :func:`init_worker`)."""
     tok, vocab, config = _WORKER["tokenizer"], _WORKER["vocab"], _WORKER["config"]
     paired = pair_unit(unit, tok, config)
-    masked = mask_unit(paired, vocab, config.mask, config.seed, config.pairs.max_seq_length)
+    masked = mask_unit(paired, vocab, config.mask, config.seed)
     spill_dir = _WORKER.get("spill_dir")
     if spill_dir is not None and masked.columns is not None:
         # Scatter here rather than in the parent: the rows never cross the process boundary.

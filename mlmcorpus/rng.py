@@ -13,7 +13,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Purpose", "unit_generator", "unit_random"]
+__all__ = ["Purpose", "ShuffleStream", "unit_generator", "unit_random"]
 
 
 class Purpose(IntEnum):
@@ -22,6 +22,17 @@ class Purpose(IntEnum):
     PAIRS = 1
     MASK = 2
     SHUFFLE = 3
+
+
+class ShuffleStream(IntEnum):
+    """The two-stage shuffle's streams of :attr:`Purpose.SHUFFLE`, the key's next part.
+
+    (A unit's own row order is ``(seed, unit, SHUFFLE)`` with nothing after it; a group's
+    permutation is keyed by the group's index where the unit id goes.)
+    """
+
+    SCATTER = 1  # which bucket each row of a unit goes to
+    GROUP = 2  # the order of a group's rows
 
 
 def _key(seed: int, unit_id: int, purpose: Purpose, extra: tuple[int, ...]) -> list[int]:

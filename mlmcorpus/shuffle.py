@@ -20,6 +20,7 @@ the end or on failure.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import shutil
@@ -28,13 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlmcorpus.rng import Purpose, unit_generator
+from mlmcorpus.rng import Purpose, ShuffleStream, unit_generator
 
 __all__ = ["TwoStageShuffle", "SpillUnit", "scatter", "SHUFFLE_DIR"]
 
 SHUFFLE_DIR = ".tmp-shuffle"
-# Generator purposes beyond the unit's own: scatter keyed by unit, permutation keyed by group.
-_SCATTER, _GROUP = 1, 2
 _ALIGN = 64  # each column block starts on a multiple of this
 
 
@@ -85,7 +84,7 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
     n = len(cols["next_sentence_label"])
     if n == 0:
         return None
-    target = unit_generator(seed, unit_id, Purpose.SHUFFLE, _SCATTER).integers(0, buckets, size=n)
+    target = unit_generator(seed, unit_id, Purpose.SHUFFLE, ShuffleStream.SCATTER).integers(0, buckets, size=n)
     order = np.argsort(target, kind="stable")
     offsets = np.zeros(buckets + 1, dtype=np.int64)
     np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
@@ -209,7 +208,7 @@ class TwoStageShuffle:
     def permutation(self, g: int) -> np.ndarray:
         """Group ``g``'s permutation (the last one is kept: a shard reads its group in slices)."""
         if self._perm is None or self._perm[0] != g:
-            self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, _GROUP).permutation(self.group_rows[g]))
+            self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, ShuffleStream.GROUP).permutation(self.group_rows[g]))
         return self._perm[1]
 
     def unit_columns(self, u: int) -> dict[str, np.ndarray]:
@@ -271,15 +270,13 @@ class TwoStageShuffle:
             starts=np.array([u.start for u in units], dtype=np.int64),
             rows=np.array([u.rows for u in units], dtype=np.int64),
             offsets=np.array([u.offsets for u in units], dtype=np.int64).reshape(len(units), self.buckets + 1),
-            columns=np.array([repr(u.columns) for u in units], dtype=str),
+            columns=np.array([json.dumps(u.columns) for u in units], dtype=str),
         )
         return path
 
     @classmethod
     def load(cls, index: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
         """The shuffle whose stage 1 :meth:`save_index` recorded."""
-        import ast
-
         out_dir = os.path.dirname(os.path.dirname(index))
         sh = cls(out_dir, seed, buckets, memory_mb)
         with np.load(index) as z:
@@ -287,7 +284,8 @@ class TwoStageShuffle:
                 z["unit_ids"].tolist(), z["paths"].tolist(), z["starts"].tolist(), z["rows"].tolist(), z["offsets"],
                 z["columns"].tolist(),
             ):
-                spill = SpillUnit(unit_id, os.path.join(sh.dir, name), start, rows, ast.literal_eval(columns), offsets)
+                layout = tuple((str(c), str(dt), int(w)) for c, dt, w in json.loads(columns))
+                spill = SpillUnit(unit_id, os.path.join(sh.dir, name), start, rows, layout, offsets)
                 sh.register(spill)
         return sh
 

@@ -246,10 +246,10 @@ def test_mask_unit_is_keyed_by_seed_and_unit_id():
     ids, lengths = _big_batch()
     vocab = MaskVocab(SPECIALS, MASK, RANDOM_IDS, vocab_size=1000)
     cfg = MaskConfig()
-    a = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=1, max_seq_length=128)
-    b = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=1, max_seq_length=128)
-    other_seed = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=2, max_seq_length=128)
-    other_unit = mask_unit(_paired(6, ids, lengths), vocab, cfg, seed=1, max_seq_length=128)
+    a = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=1)
+    b = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=1)
+    other_seed = mask_unit(_paired(5, ids, lengths), vocab, cfg, seed=2)
+    other_unit = mask_unit(_paired(6, ids, lengths), vocab, cfg, seed=1)
     for name in a.columns:
         np.testing.assert_array_equal(a.columns[name], b.columns[name], err_msg=name)
     np.testing.assert_array_equal(a.mask_counts, b.mask_counts)
@@ -284,7 +284,7 @@ def test_mask_vocab_of_bert_vocab_protects_specials_and_excludes_them_from_rando
     ids = bert_rows(n, L, lengths, gen, vocab.random_ids)
     ids[ids == CLS], ids[ids == SEP], ids[ids == PAD] = sp.cls, sp.sep, sp.pad
     ids[gen.random((n, L)) < 0.05] = sp.unk
-    m = mask_unit(_paired(0, ids, lengths), vocab, MaskConfig(), seed=9, max_seq_length=L)
+    m = mask_unit(_paired(0, ids, lengths), vocab, MaskConfig(), seed=9)
     chosen = expand(m.columns)["labels"] != -100
     assert chosen.any()
     assert not np.isin(ids[chosen], vocab.special_ids).any()

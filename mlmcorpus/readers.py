@@ -539,10 +539,37 @@ def _iter_lines(
         yield lineno, line
 
 
-# A line break continues the sentence (hard-wrapped prose) only when the line does not end with
-# one of these and the next line starts with a lowercase letter.  Scripts without case (Hangul,
-# CJK, Devanagari, Arabic, Thai, ...) are therefore never joined: one paragraph per line.
-_SENTENCE_FINAL = frozenset(".!?:;\"')]}\u00bb\u201d\u2019\u203a\u2026")
+# Hard-wrapped prose: which line breaks continue a sentence (see _wrapped).  A line ending a
+# sentence, or a colon (a list, a formula or code follows), never continues; a semicolon does.
+# A closing quote or bracket is final when what it closes is ('said.”'), not after a comma
+# ('“tarried,”').
+_FINAL = frozenset(".!?:\u2026")
+_CLOSERS = "\"')]}\u00bb\u201d\u2019\u203a"
+_OPENERS = "\"'([{\u00ab\u201c\u2018\u2039"
+# Prose is hard-wrapped at 60-80 columns: a block whose longest line is outside this range is
+# one paragraph per line (longer) or verse, a list, headings (shorter).
+_WRAP_COLUMNS = range(55, 101)
+
+
+def _wrapped(line: str, nxt: str, width: int) -> bool:
+    """Whether ``line`` (stripped, not empty) continues on the next line ``nxt`` of its block.
+
+    Never after sentence-final punctuation.  Onto a lowercase letter (after any opening quote
+    or bracket), always.  Onto a capital, only in a block that looks hard-wrapped (``width``,
+    its longest line, is in _WRAP_COLUMNS) and when the next word would not have fitted
+    on the line: a greedy wrapper broke it there, which a heading, a list item or a line of
+    verse is not.  Scripts without letter case (Hangul, CJK,
+    Devanagari, Arabic, Thai, ...) are therefore never joined: one paragraph per line.
+    """
+    core = line.rstrip(_CLOSERS)
+    if not core or core[-1] in _FINAL:
+        return False
+    first = nxt.lstrip(_OPENERS)[:1]
+    if first.islower():
+        return True
+    # The wrap width is a little under the longest line (a wrapper's width is not always reached
+    # exactly, and a few lines run over it): a tenth of slack.
+    return first.isupper() and width in _WRAP_COLUMNS and len(line) + 1 + len(nxt.split(maxsplit=1)[0]) > width - width // 10
 
 
 @dataclass(frozen=True)
@@ -682,30 +709,36 @@ class _DocumentReader:
         return out
 
     def text_sentences(self, text: str) -> list[str]:
-        """Sentences of a multi-paragraph text.
+        """Sentences of a multi-paragraph text: the one paragraph rule of every prose format.
 
-        A line is a paragraph (WikiExtractor writes one per line) unless it is hard-wrapped
-        prose: a line that does not end with sentence-final punctuation, followed by one that
-        starts with a lowercase letter (a Gutenberg book wrapped at 70 columns), continues on
-        it.  A blank line always ends a paragraph.
+        A blank line always ends a paragraph.  Within a block of lines between blank lines,
+        a line is a paragraph (WikiExtractor writes one per line; a heading; a list item)
+        unless it is hard-wrapped prose that continues on the next line (:func:`_wrapped`).
         """
         out: list[str] = []
+        block: list[str] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line:
+                block.append(line)
+            elif block:
+                out.extend(self._block_sentences(block))
+                block = []
+        if block:
+            out.extend(self._block_sentences(block))
+        return out
+
+    def _block_sentences(self, lines: list[str]) -> list[str]:
+        width = max(map(len, lines))
+        out: list[str] = []
         para: list[str] = []
-        lines = [line.strip() for line in text.splitlines()]
         last = len(lines) - 1
         for i, line in enumerate(lines):
-            if not line:
-                if para:
-                    out.extend(self.paragraph_sentences(" ".join(para)))
-                    para = []
-                continue
             para.append(line)
-            wrapped = i < last and lines[i + 1][:1].islower() and line[-1] not in _SENTENCE_FINAL
-            if not wrapped:
-                out.extend(self.paragraph_sentences(" ".join(para)))
-                para = []
-        if para:
+            if i < last and _wrapped(line, lines[i + 1], width):
+                continue
             out.extend(self.paragraph_sentences(" ".join(para)))
+            para = []
         return out
 
     def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:
@@ -751,9 +784,10 @@ class _DocumentReader:
         doc = _PartedDocument(source)
 
         def flush_para() -> Iterator[Document]:
+            """The lines up to a blank line, into paragraphs by the one rule of text_sentences."""
             nonlocal para, para_bytes
             if para:
-                yield from doc.add(self.paragraph_sentences(" ".join(para)))
+                yield from doc.add(self.text_sentences("".join(para)))
             para, para_bytes = [], 0
 
         try:

@@ -7,6 +7,7 @@ import gzip
 import json
 import lzma
 import os
+import textwrap
 import tracemalloc
 import unicodedata
 from pathlib import Path
@@ -107,6 +108,56 @@ def test_jsonl_joins_hard_wrapped_lines_but_keeps_one_paragraph_per_line(tmp_pat
 
 def _identity(x):
     return x
+
+
+# One paragraph rule for every prose format (issue 10): text files, JSON Lines and Parquet texts.
+PROSE = (
+    "Some say that the place was bewitched by a High German Doctor during the early days of the "
+    "Settlement, while Others say that an old Indian Chief, the Prophet or Wizard of his Tribe, held "
+    "his powwows there before the Country was discovered by Master Hendrick Hudson, who, as he "
+    "expressed it, \u201ctarried,\u201d in Sleepy Hollow for the Purpose of instructing the Children of "
+    "the Vicinity, and who Sojourned there for Years."
+)
+PARAGRAPH_CASES = [
+    ("Chapter One\nThe story begins here.", ["Chapter One", "The story begins here."]),
+    # Hard-wrapped prose (a greedy wrap at 60 to 80 columns) is joined, onto a lowercase word
+    # and onto a capital that would not have fitted on the line.
+    *[(textwrap.fill(PROSE, width), [PROSE]) for width in (60, 64, 70, 72, 76, 80)],
+    # Short lines (verse, a list) keep their breaks; so do final punctuation and closing quotes after it.
+    (
+        "A pleasing land of drowsy head it was,\nOf dreams that wave before the eye;\n\"Go,\" he said.\u201d\nand left.",
+        ["A pleasing land of drowsy head it was,", "Of dreams that wave before the eye;", '"Go," he said.\u201d', "and left."],
+    ),
+    # One paragraph per line (lines longer than any hard wrap) is never joined onto a capital.
+    ("x" * 120 + " without a stop\nNext paragraph here.", ["x" * 120 + " without a stop", "Next paragraph here."]),
+    # Scripts without case are never joined.
+    ("청원합니다\n정말 힘들었다", ["청원합니다", "정말 힘들었다"]),
+]
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "parquet"])
+@pytest.mark.parametrize("text,sentences", PARAGRAPH_CASES, ids=[f"case{i}" for i in range(len(PARAGRAPH_CASES))])
+def test_one_paragraph_rule_for_every_prose_format(tmp_path, fmt, text, sentences):
+    if fmt == "text":
+        path = write(tmp_path / "a.txt", text + "\n")
+    elif fmt == "jsonl":
+        path = write(tmp_path / "a.jsonl", json.dumps({"text": text}) + "\n")
+    else:
+        path = tmp_path / "a.parquet"
+        pq.write_table(pa.table({"text": [text]}), path)
+    (doc,), _ = read([path])
+    assert doc.sentences == sentences
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["", "the end.", "The Start", "and more words here", "Short", "a" * 30, "B" * 90 + ",", "\u201cQuote,\u201d", "끝"]), min_size=1, max_size=25))
+def test_text_files_and_jsonl_texts_split_alike(tmp_path_factory, lines):
+    """The same text as a text file and as a JSON Lines record: the same sentences."""
+    text = "\n".join(lines)
+    d = tmp_path_factory.mktemp("same")
+    as_text, _ = read([write(d / "a.txt", text + "\n")], doc_boundary="file", require_documents=False)
+    as_jsonl, _ = read([write(d / "a.jsonl", json.dumps({"text": text}) + "\n")], require_documents=False)
+    assert [s for doc in as_text for s in doc.sentences] == [s for doc in as_jsonl for s in doc.sentences]
 
 
 def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_path, monkeypatch):
@@ -322,7 +373,7 @@ def test_an_error_that_is_not_the_files_is_not_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(readers._DocumentReader, "paragraph_sentences", failing)
     with pytest.raises(RuntimeError, match="splitter failed"):
         read([write(tmp_path / "a.txt", "One paragraph.\n\nAnother.\n")])
-    assert calls == ["One paragraph.\n"]
+    assert calls == ["One paragraph."]
 
 
 def test_jsonl_custom_text_field_and_presplit_sentences(tmp_path):

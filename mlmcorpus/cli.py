@@ -599,7 +599,8 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
         mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer spm.model | mlmcorpus mask | mlmcorpus write out/
     """
     from mlmcorpus.config import BuildConfig
-    from mlmcorpus.pipeline import BuildStats, prepare_output_dir, write_manifest, write_shards
+    from mlmcorpus import outdir
+    from mlmcorpus.pipeline import BuildStats, write_manifest, write_shards
     from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
     _tune_gc()
 
@@ -610,7 +611,7 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     h = header.header
     cfg = BuildConfig.from_dict(h["config"])
     config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
-    prepare_output_dir(out_dir, kw.pop("overwrite"))
+    outdir.prepare(out_dir, kw.pop("overwrite"))
     stats = BuildStats()
     trailer: dict = {}
 

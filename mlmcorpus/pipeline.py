@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mlmcorpus import __version__
+from mlmcorpus import __version__, outdir
 from mlmcorpus.config import BuildConfig, MaskConfig, UnitConfig
 from mlmcorpus.errors import InputError, OutputError
 from mlmcorpus.masking import mask_batch
@@ -39,7 +38,7 @@ from mlmcorpus.pairs import (
 from mlmcorpus.engines.local import LocalPool, release_memory
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
-from mlmcorpus.shuffle import SHUFFLE_DIR, SpillUnit, TwoStageShuffle, scatter
+from mlmcorpus.shuffle import SpillUnit, TwoStageShuffle, scatter
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
 from mlmcorpus.writers import (
     FORMAT_VERSION,
@@ -47,7 +46,6 @@ from mlmcorpus.writers import (
     compact_columns,
     finish_shards,
     make_writer,
-    remove_partial_shards,
     shard_rows,
 )
 
@@ -63,7 +61,6 @@ __all__ = [
     "pair_unit",
     "mask_unit",
     "process_unit",
-    "prepare_output_dir",
     "write_shards",
     "write_manifest",
     "build",
@@ -347,29 +344,6 @@ class BuildStats:
         }
 
 
-def prepare_output_dir(out_dir: str, overwrite: bool) -> None:
-    """Create ``out_dir``; refuse a non-empty one unless ``overwrite`` (then clear what a build writes)."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputError(f"{out_dir}: exists and is not a directory")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise OutputError(f"{out_dir}: output directory is not empty; pass --overwrite to replace it")
-        manifest = os.path.join(out_dir, "manifest.json")
-        if os.path.exists(manifest):
-            os.unlink(manifest)  # first: a directory without a manifest is an incomplete build
-        for name in os.listdir(out_dir):
-            path = os.path.join(out_dir, name)
-            # Shards only: a tokenizer trained by an earlier build may be the --tokenizer of this one.
-            if name.startswith(("train-", ".tmp-train-", ".tmp-shuffle")):
-                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out_dir}: cannot create output directory ({e.strerror or e})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise OutputError(f"{out_dir}: output directory is not writable")
-
-
 # Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).
 _STAGE2_READ_ROWS = 16384
 # The stage-2 shuffle a worker loaded last (tasks of one build share it).
@@ -481,7 +455,7 @@ def write_shards(
         if pool is not None:
             pool.close(cancel=True)  # the running tasks finish before we clean up after them
         writer.abort()
-        remove_partial_shards(out_dir)
+        outdir.remove_partial_shards(out_dir)
         if isinstance(e, OSError):
             raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
         raise
@@ -561,14 +535,10 @@ def write_manifest(
         "stats": stats.as_dict(),
         "versions": library_versions(),
     }
-    path = os.path.join(out_dir, "manifest.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        outdir.atomic_write(outdir.manifest_path(out_dir), (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot write {outdir.MANIFEST} ({e.strerror or e})") from None
     return manifest
 
 
@@ -608,12 +578,12 @@ def build(
     Returns the manifest.  ``on_progress(n)`` gets raw input bytes consumed,
     ``on_unit`` each finished unit, ``on_phase`` a short name when a phase starts.
     """
-    prepare_output_dir(out_dir, overwrite)
+    outdir.prepare(out_dir, overwrite)
     trained = tokenizer is None
     if tokenizer is None:
         if on_phase:
             on_phase("training tokenizer")
-        prefix = os.path.join(out_dir, "tokenizer")
+        prefix = outdir.tokenizer_prefix(out_dir)
         train_tokenizer(
             lambda: iter_sentences(iter_documents(sources, reader, ReadStats(), parts=True)),
             prefix,
@@ -625,7 +595,7 @@ def build(
     stats = BuildStats()
     if on_phase:
         on_phase("building")
-    spill_dir = os.path.join(out_dir, SHUFFLE_DIR) if config.output.shuffle else None
+    spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
 
     with LocalPool(workers, init_worker, (tokenizer, config, spill_dir)) as pool:
         # The workers also clean and split the text (split_map): this process only reads.

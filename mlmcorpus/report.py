@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlmcorpus import outdir
 from mlmcorpus.hashing import combined_sha256
 from mlmcorpus.hashing import sha256_file as _sha256
 from mlmcorpus.errors import InputError
@@ -129,7 +130,7 @@ class Corpus:
 
 
 def _load_manifest(out_dir: str) -> dict:
-    path = os.path.join(out_dir, "manifest.json")
+    path = outdir.manifest_path(out_dir)
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
@@ -212,7 +213,7 @@ def open_corpus(path: str) -> Corpus:
     """Open an output directory, a Parquet shard, or a NumPy shard directory."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json")):
+    if os.path.isdir(path) and os.path.exists(outdir.manifest_path(path)):
         m = _load_manifest(path)
         fmt = m["config"]["output"].get("format", "parquet")
         if fmt not in ("parquet", "numpy"):
@@ -226,7 +227,7 @@ def open_corpus(path: str) -> Corpus:
     if fmt == "numpy" and not os.path.exists(os.path.join(path, "input_ids.npy")):
         raise InputError(f"{path}: not an output directory (no manifest.json) nor a NumPy shard (no input_ids.npy)")
     shard_dir = shard_dir or "."
-    if os.path.exists(os.path.join(shard_dir, "manifest.json")):
+    if os.path.exists(outdir.manifest_path(shard_dir)):
         m = _load_manifest(shard_dir)
         entries = [e for e in m["shards"] if e.get("file") == name]
         if entries:
@@ -617,8 +618,8 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
 
     listed = {e.get("file") for e in corpus.shards}
     for name in sorted(os.listdir(corpus.out_dir)):
-        if name.startswith(("train-", ".tmp-train-", ".tmp-shuffle")) and name not in listed:
-            fail("stray", f"{name}: shard file not listed in the manifest")
+        if outdir.written_by_a_build(name) and name not in listed:
+            fail("stray", f"{name}: shard or temporary file not listed in the manifest")
     m = corpus.manifest or {}
     totals = _dict(m.get("totals"))
     stats = _dict(m.get("stats"))

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlmcorpus import outdir
 from mlmcorpus.rng import Purpose, ShuffleStream, unit_generator
 
-__all__ = ["TwoStageShuffle", "SpillUnit", "scatter", "SHUFFLE_DIR"]
+__all__ = ["TwoStageShuffle", "SpillUnit", "scatter"]
 
-SHUFFLE_DIR = ".tmp-shuffle"
 _ALIGN = 64  # each column block starts on a multiple of this
 
 
@@ -157,7 +157,7 @@ class TwoStageShuffle:
     """
 
     def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
-        self.dir = os.path.join(out_dir, SHUFFLE_DIR)
+        self.dir = outdir.spill_dir(out_dir)
         self.seed = seed
         self.buckets = buckets
         self.memory_bytes = memory_mb * 1e6

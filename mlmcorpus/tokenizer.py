@@ -32,7 +32,7 @@ from typing import cast
 
 import numpy as np
 
-from mlmcorpus import __version__
+from mlmcorpus import __version__, outdir
 from mlmcorpus.hashing import sha256_file as file_sha256
 from mlmcorpus.errors import ConfigError, TokenizerError
 
@@ -768,16 +768,7 @@ def train_tokenizer(
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        outdir.atomic_write(path, data)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise TokenizerError(f"{path}: cannot write ({e.strerror or e})") from None

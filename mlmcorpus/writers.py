@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlmcorpus import outdir
 from mlmcorpus.config import OutputConfig
 from mlmcorpus.hashing import combined_sha256, sha256_file
 from mlmcorpus.errors import OutputError
@@ -43,7 +44,6 @@ __all__ = [
     "make_writer",
     "shard_rows",
     "finish_shards",
-    "remove_partial_shards",
     "sha256_file",
 ]
 
@@ -284,7 +284,7 @@ class ShardWriter(ABC):
                 pass
             self._open = False
         for tmp in self._tmp_paths:
-            _remove_temporary(tmp)
+            outdir.remove(tmp)
 
     # -- internals
     def _take(self, n: int) -> dict[str, np.ndarray]:
@@ -308,7 +308,7 @@ class ShardWriter(ABC):
             for name, (dtype, _) in self.types.items():
                 cols[name] = cols[name].astype(dtype, copy=False)
             if not self._open:
-                tmp = os.path.join(self.out_dir, f".tmp-train-{self.first_shard + len(self._shards):05d}{self.suffix}")
+                tmp = outdir.tmp_shard_path(self.out_dir, self.first_shard + len(self._shards), self.suffix)
                 self._tmp_paths.append(tmp)
                 self._shards.append(ShardInfo("", 0, 0))
                 self._open_shard(tmp)
@@ -350,7 +350,7 @@ class ParquetShardWriter(ShardWriter):
         self._writer.close()
 
     def _seal(self, tmp_path: str, info: ShardInfo) -> None:
-        _fsync(tmp_path)
+        outdir.fsync_file(tmp_path)
         info.bytes = os.path.getsize(tmp_path)
         info.sha256 = sha256_file(tmp_path)
 
@@ -400,14 +400,6 @@ class NumpyShardWriter(ShardWriter):
         info.sha256 = combined_sha256([(name, f["sha256"]) for name, f in info.files.items()])
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def shard_rows(config: OutputConfig, max_seq_length: int, max_predictions: int, vocab_size: int) -> int:
     """Rows per shard: ``shard_rows``, or ``shard_mb`` of uncompressed rows."""
     if config.shard_mb is None:
@@ -423,27 +415,10 @@ def finish_shards(out_dir: str, parts: list[tuple[str, ShardInfo]]) -> list[Shar
     infos = []
     for i, (tmp, info) in enumerate(parts):
         suffix = ".parquet" if tmp.endswith(".parquet") else ""
-        info.file = f"train-{i:05d}-of-{total:05d}{suffix}"
+        info.file = outdir.shard_name(i, total, suffix)
         os.replace(tmp, os.path.join(out_dir, info.file))
         infos.append(info)
     return infos
-
-
-def remove_partial_shards(out_dir: str) -> None:
-    """Delete every temporary shard in ``out_dir`` (after a failure)."""
-    for name in os.listdir(out_dir):
-        if name.startswith(".tmp-train-"):
-            _remove_temporary(os.path.join(out_dir, name))
-
-
-def _remove_temporary(path: str) -> None:
-    """A temporary shard: a Parquet file or a NumPy shard directory (gone already is fine)."""
-    import shutil
-
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.unlink(path)
 
 
 def make_writer(

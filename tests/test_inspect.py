@@ -191,8 +191,8 @@ def test_stray_shard_and_leftover_temp_file_fail(runner, corpus):
     (corpus / ".tmp-train-00007.parquet").write_bytes(b"x")
     result = verify(runner, corpus)
     assert result.exit_code == 1
-    assert "train-00099-of-00099.parquet: shard file not listed in the manifest" in result.stdout
-    assert ".tmp-train-00007.parquet: shard file not listed" in result.stdout
+    assert "train-00099-of-00099.parquet: shard or temporary file not listed in the manifest" in result.stdout
+    assert ".tmp-train-00007.parquet: shard or temporary file not listed" in result.stdout
 
 
 def test_truncated_shard_is_reported_not_a_traceback(runner, corpus):

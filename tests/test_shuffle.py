@@ -10,7 +10,8 @@ import pytest
 import pyarrow.parquet as pq
 
 from mlmcorpus.cli import cli
-from mlmcorpus.shuffle import SHUFFLE_DIR, TwoStageShuffle
+from mlmcorpus.outdir import SPILL_DIR
+from mlmcorpus.shuffle import TwoStageShuffle
 
 from .conftest import SAMPLE
 
@@ -42,7 +43,7 @@ def test_output_is_a_permutation_mixed_across_units(tmp_path):
     assert all(len(np.unique(g[:, 0])) == 20 for g in groups)
     # and within a group the order is shuffled: unit ids are not sorted
     assert not all(np.all(np.diff(g[:, 0]) >= 0) for g in groups)
-    assert not (tmp_path / "a" / SHUFFLE_DIR).exists()
+    assert not (tmp_path / "a" / SPILL_DIR).exists()
 
 
 def test_deterministic_and_seeded(tmp_path):

@@ -1,0 +1,148 @@
+"""The output directory: every name in it, preparing it, cleaning up after a failure, atomic writes.
+
+::
+
+    OUT/
+      manifest.json                 written last (atomic_write): a directory without it is incomplete
+      train-00000-of-00012.parquet  the shards (for --format numpy, directories of .npy files)
+      tokenizer.model .vocab .json  a tokenizer trained by the build
+      .tmp-train-00000.parquet      a shard being written, renamed when every shard is sealed
+      .tmp-shuffle/                 the shuffle's spill files and index, removed at the end
+      .tmp-units/                   per-unit records (reserved for resumable builds)
+      .tmp-manifest.json-1a2b3c4d   a file being written by atomic_write
+
+The spill area's own files (one per worker, an index) are the shuffle's to name.  Everything
+temporary starts with ``.tmp-``; ``--overwrite`` removes it with the shards and the
+manifest, and keeps anything else (a tokenizer the new build may be reading).
+
+(Named ``outdir`` rather than ``layout``: the row layout is another contract.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from mlmcorpus.errors import OutputError
+
+__all__ = [
+    "MANIFEST",
+    "atomic_write",
+    "fsync_file",
+    "manifest_path",
+    "prepare",
+    "remove",
+    "remove_partial_shards",
+    "shard_name",
+    "spill_dir",
+    "tmp_shard_path",
+    "tokenizer_prefix",
+    "units_dir",
+    "written_by_a_build",
+]
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer"  # the prefix of a tokenizer trained by the build (.model, .vocab, .json)
+SHARD_PREFIX = "train-"
+TMP_PREFIX = ".tmp-"
+TMP_SHARD_PREFIX = TMP_PREFIX + "train-"
+SPILL_DIR = TMP_PREFIX + "shuffle"
+UNITS_DIR = TMP_PREFIX + "units"
+
+
+def manifest_path(out_dir: str) -> str:
+    return os.path.join(out_dir, MANIFEST)
+
+
+def tokenizer_prefix(out_dir: str) -> str:
+    return os.path.join(out_dir, TOKENIZER)
+
+
+def shard_name(index: int, total: int, suffix: str) -> str:
+    """``train-00003-of-00012.parquet`` (``suffix`` "" for a NumPy shard directory)."""
+    return f"{SHARD_PREFIX}{index:05d}-of-{total:05d}{suffix}"
+
+
+def tmp_shard_path(out_dir: str, index: int, suffix: str) -> str:
+    """Where shard ``index`` is written before it is sealed and renamed to its :func:`shard_name`."""
+    return os.path.join(out_dir, f"{TMP_SHARD_PREFIX}{index:05d}{suffix}")
+
+
+def spill_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, SPILL_DIR)
+
+
+def units_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, UNITS_DIR)
+
+
+def written_by_a_build(name: str) -> bool:
+    """Whether an entry of the output directory is a shard or a temporary of ours."""
+    return name.startswith((SHARD_PREFIX, TMP_PREFIX))
+
+
+def prepare(out_dir: str, overwrite: bool) -> None:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite`` (then clear what a build writes)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise OutputError(f"{out_dir}: output directory is not empty; pass --overwrite to replace it")
+        manifest = manifest_path(out_dir)
+        if os.path.exists(manifest):
+            os.unlink(manifest)  # first: a directory without a manifest is an incomplete build
+        for name in os.listdir(out_dir):
+            # Shards and temporaries only: a tokenizer trained by an earlier build may be the
+            # --tokenizer of this one.
+            if written_by_a_build(name):
+                remove(os.path.join(out_dir, name))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot create output directory ({e.strerror or e})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise OutputError(f"{out_dir}: output directory is not writable")
+
+
+def remove(path: str) -> None:
+    """A file or a directory (a NumPy shard, the spill area); gone already is fine."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def remove_partial_shards(out_dir: str) -> None:
+    """Delete every shard still under its temporary name (after a failure)."""
+    for name in os.listdir(out_dir):
+        if name.startswith(TMP_SHARD_PREFIX):
+            remove(os.path.join(out_dir, name))
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing: a temporary beside it, fsync, rename.
+
+    The temporary (``.tmp-NAME-HEX``) is removed on any failure; OSError propagates for the
+    caller to name what it was writing.
+    """
+    tmp = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}{os.path.basename(path)}-{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -865,7 +865,7 @@ _OWN_PROCESS = False
 def _tune_gc() -> None:
     """Tune the collector of the CLI's own process, after a command's imports (so they are frozen too)."""
     if _OWN_PROCESS:
-        from mlmcorpus.engines.local import tune_gc
+        from mlmcorpus.runtime import tune_gc
 
         tune_gc()
 

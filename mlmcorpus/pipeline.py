@@ -35,7 +35,8 @@ from mlmcorpus.pairs import (
     create_instances,
     split_segments,
 )
-from mlmcorpus.engines.local import LocalPool, release_memory
+from mlmcorpus.engines.local import LocalPool
+from mlmcorpus.runtime import release_memory
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SpillUnit, TwoStageShuffle, scatter

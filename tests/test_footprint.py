@@ -117,11 +117,11 @@ def _rss_anon_kb() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim and /proc are Linux")
 def test_release_memory_returns_freed_heap_to_the_os():
     """Workers call release_memory between tasks so each one does not keep its high-water mark."""
-    from mlmcorpus.engines import local
+    from mlmcorpus import runtime
 
-    if local._MALLOC_TRIM is None:
+    if runtime._MALLOC_TRIM is None:
         pytest.skip("not glibc")
-    local.release_memory()
+    runtime.release_memory()
     # 64 MB in 64 KB arrays: below glibc's mmap threshold, so they live on the heap and freeing
     # them leaves the pages resident until trimmed (the last one keeps the heap top in use).
     blocks = [np.ones(64 * 1024, dtype=np.uint8) for _ in range(1024)]
@@ -129,7 +129,7 @@ def test_release_memory_returns_freed_heap_to_the_os():
     high = _rss_anon_kb()
     del blocks
     before = _rss_anon_kb()
-    local.release_memory()
+    runtime.release_memory()
     after = _rss_anon_kb()
     assert high - after > 40_000, (high, before, after)  # most of the 64 MB is gone
     assert keep.sum() == 64 * 1024

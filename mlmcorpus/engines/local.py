@@ -12,67 +12,22 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from mlmcorpus import runtime
 from mlmcorpus.errors import MlmCorpusError
 
-__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap", "release_memory", "tune_gc"]
+__all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: ``side_map(fn, items)``: an ordered map on the same workers (see :func:`map_ordered`).
 SideMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None  # (ctypes.CDLL(None) raises TypeError on Windows)
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL(None).malloc_trim  # glibc; musl has none
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-        return trim
-    except Exception:  # pragma: no cover - not glibc
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_memory() -> None:
-    """Hand memory freed by the last task back to the OS (glibc and Arrow's pool keep it otherwise).
-
-    Between a worker's tasks: without it every worker keeps the high-water mark of any
-    task it ran, which adds up over a pool and grows with the number of tasks.
-    """
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def tune_gc() -> None:
-    """Garbage-collector settings for a process of ours (the CLI's, a pool worker), never a library caller's.
-
-    Everything alive now (modules, the tokenizer) moves to the permanent generation, so
-    collections stop re-scanning it (a forked worker also stops touching those pages), and
-    young collections run every 10,000 allocations instead of 700: the pipeline allocates
-    lists of sentences by the hundred thousand and makes almost no cycles.  A build spent
-    2-4% of its CPU time in the collector before.
-    """
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def default_workers() -> int:
@@ -88,12 +43,9 @@ def _no_init() -> None:
 
 def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     """What every pool worker runs first: settings for a process of ours, then the initializer."""
-    import signal
-
-    # Ctrl-C goes to the whole process group: the parent stops the pool; workers stay quiet.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runtime.ignore_sigint()
     initializer(*initargs)
-    tune_gc()  # after the initializer, so what it loaded is frozen too
+    runtime.tune_gc()  # after the initializer, so what it loaded is frozen too
 
 
 class LocalPool:

@@ -76,10 +76,12 @@ def _aligned(n: int) -> int:
 
 
 def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
-    """Stage 1 for one unit: draw each row's bucket and append the rows, sorted by bucket
-    (stable), to this process's spill file.
+    """Stage 1 for one unit: draw each row's bucket and write the rows, sorted by bucket
+    (stable), to the unit's own spill file.
 
-    The rows are a pure function of (seed, unit, rows): any process may run it.
+    The rows are a pure function of (seed, unit, rows): any process, on any machine sharing
+    the output directory, may run it, and running it again (a retried task) rewrites the same
+    file.  A process id would name nothing unique on a shared filesystem.
     """
     n = len(cols["next_sentence_label"])
     if n == 0:
@@ -89,10 +91,10 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
     offsets = np.zeros(buckets + 1, dtype=np.int64)
     np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
     os.makedirs(spill_dir, exist_ok=True)
-    path = os.path.join(spill_dir, f"spill-{os.getpid()}.bin")
+    path = os.path.join(spill_dir, f"unit-{unit_id:08d}.bin")
     columns = []
-    with open(path, "ab") as f:
-        start = f.seek(0, os.SEEK_END)
+    start = 0
+    with open(path, "wb") as f:
         for name, arr in cols.items():
             block = np.ascontiguousarray(arr[order]).tobytes()
             f.write(block)

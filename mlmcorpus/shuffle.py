@@ -13,9 +13,11 @@ one group, and the result depends only on the rows, the seed and the
 configuration -- never on the number of workers or on which process spilled
 which unit (a unit is found by its recorded file and offset).
 
-Spill files are raw column blocks (one per process, so a corpus of thousands of
-units still has a handful of files to map) under a temporary folder removed at
-the end or on failure.
+Spill files are raw column blocks, one per process (a corpus of thousands of
+units still has a handful of files to map: every map holds a file descriptor),
+named by a random token rather than the process id, which repeats across machines
+sharing the output directory; they live under a temporary folder removed at the
+end or on failure.
 """
 
 from __future__ import annotations
@@ -71,17 +73,28 @@ class SpillUnit:
         return self.start + sum(_aligned(self.rows * np.dtype(dt).itemsize * max(w, 1)) for _, dt, w in self.columns)
 
 
+# This process's spill file name, keyed by pid only so that a forked worker draws its own.
+_SPILL_NAME: dict[int, str] = {}
+
+
+def _spill_name() -> str:
+    pid = os.getpid()
+    name = _SPILL_NAME.get(pid)
+    if name is None:
+        name = _SPILL_NAME[pid] = f"spill-{os.urandom(8).hex()}.bin"
+    return name
+
+
 def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
 def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
-    """Stage 1 for one unit: draw each row's bucket and write the rows, sorted by bucket
-    (stable), to the unit's own spill file.
+    """Stage 1 for one unit: draw each row's bucket and append the rows, sorted by bucket
+    (stable), to this process's spill file.
 
     The rows are a pure function of (seed, unit, rows): any process, on any machine sharing
-    the output directory, may run it, and running it again (a retried task) rewrites the same
-    file.  A process id would name nothing unique on a shared filesystem.
+    the output directory, may run it (a retried unit's earlier rows are left unreferenced).
     """
     n = len(cols["next_sentence_label"])
     if n == 0:
@@ -91,10 +104,10 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
     offsets = np.zeros(buckets + 1, dtype=np.int64)
     np.cumsum(np.bincount(target, minlength=buckets), out=offsets[1:])
     os.makedirs(spill_dir, exist_ok=True)
-    path = os.path.join(spill_dir, f"unit-{unit_id:08d}.bin")
+    path = os.path.join(spill_dir, _spill_name())
     columns = []
-    start = 0
-    with open(path, "wb") as f:
+    with open(path, "ab") as f:
+        start = f.seek(0, os.SEEK_END)
         for name, arr in cols.items():
             block = np.ascontiguousarray(arr[order]).tobytes()
             f.write(block)

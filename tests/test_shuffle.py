@@ -173,3 +173,45 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
     assert len(shards) == len(expected) == -(-sum(40 + 3 * u for u in range(12)) // 130)
     assert [(s.file, s.rows, s.tokens, s.sha256) for s in shards] == [(s.file, s.rows, s.tokens, s.sha256) for s in expected]
     assert sorted(p.name for p in par.iterdir()) == sorted(s.file for s in shards)  # nothing else left behind
+
+
+def _spill_name_in_a_child(_: object) -> str:
+    from mlmcorpus.shuffle import _spill_name
+
+    return _spill_name()
+
+
+def test_spill_files_are_one_per_process_and_not_named_by_pid(tmp_path):
+    """A forked worker draws its own random name (pids repeat across machines sharing OUT)."""
+    import re
+
+    from mlmcorpus.engines.local import LocalPool
+    from mlmcorpus.shuffle import _spill_name, scatter
+
+    a = scatter(str(tmp_path), 1, 4, 0, unit_columns(0, 10))
+    b = scatter(str(tmp_path), 1, 4, 1, unit_columns(1, 10))
+    assert a is not None and b is not None and a.path == b.path and b.start >= a.end  # one file, appended
+    assert re.fullmatch(r"spill-[0-9a-f]{16}\.bin", os.path.basename(a.path))
+    with LocalPool(2) as pool:
+        children = set(pool.map(_spill_name_in_a_child, range(8)))
+    assert _spill_name() not in children and all(re.fullmatch(r"spill-[0-9a-f]{16}\.bin", n) for n in children)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="RLIMIT_NOFILE as on Linux")
+def test_stage_two_maps_a_few_files_whatever_the_number_of_units(spm_model, tmp_path):
+    """Hundreds of units under a 128-descriptor limit: every mapped spill file holds a
+    descriptor, so they must not grow with the units (per-unit files ran out here)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "mlmcorpus", "build", str(SAMPLE / "ko_wiki.jsonl"), str(SAMPLE / "en_gutenberg.txt"),
+            "-o", str(out), "--tokenizer", str(spm_model), "--pool-docs", "1", "--unit-chars", "300", "-j", "2", "-q"]
+    proc = subprocess.run(argv, preexec_fn=limit, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stats"]["units"] > 200  # more than the descriptors

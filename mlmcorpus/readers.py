@@ -31,7 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from mlmcorpus.errors import ConfigError, InputError
-from mlmcorpus.sentences import get_splitter, split_none, split_rules
+from mlmcorpus.sentences import get_splitter, is_abbreviation, split_none, split_rules
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -554,22 +554,26 @@ _WRAP_COLUMNS = range(55, 101)
 def _wrapped(line: str, nxt: str, width: int) -> bool:
     """Whether ``line`` (stripped, not empty) continues on the next line ``nxt`` of its block.
 
-    Never after sentence-final punctuation.  Onto a lowercase letter (after any opening quote
-    or bracket), always.  Onto a capital, only in a block that looks hard-wrapped (``width``,
+    Never after sentence-final punctuation (but ``Mr.`` or ``approx.`` does not end a sentence).
+    Onto a lowercase letter (after any opening quote or bracket), always.  Onto a capital or a
+    digit, only in a block that looks hard-wrapped (``width``,
     its longest line, is in _WRAP_COLUMNS) and when the next word would not have fitted
     on the line: a greedy wrapper broke it there, which a heading, a list item or a line of
     verse is not.  Scripts without letter case (Hangul, CJK,
     Devanagari, Arabic, Thai, ...) are therefore never joined: one paragraph per line.
     """
     core = line.rstrip(_CLOSERS)
-    if not core or core[-1] in _FINAL:
+    if not core:
+        return False
+    if core[-1] in _FINAL and not (len(core) == len(line) and is_abbreviation(line[line.rfind(" ") + 1 :])):
         return False
     first = nxt.lstrip(_OPENERS)[:1]
     if first.islower():
         return True
     # The wrap width is a little under the longest line (a wrapper's width is not always reached
     # exactly, and a few lines run over it): a tenth of slack.
-    return first.isupper() and width in _WRAP_COLUMNS and len(line) + 1 + len(nxt.split(maxsplit=1)[0]) > width - width // 10
+    wrappable = first.isupper() or first.isdigit()
+    return wrappable and width in _WRAP_COLUMNS and len(line) + 1 + len(nxt.split(maxsplit=1)[0]) > width - width // 10
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import importlib
 import re
 from typing import Final, Protocol, cast
 
-__all__ = ["SPLITTERS", "Splitter", "get_splitter", "split_none", "split_rules"]
+__all__ = ["SPLITTERS", "Splitter", "get_splitter", "is_abbreviation", "split_none", "split_rules"]
 
 
 class Splitter(Protocol):
@@ -261,6 +261,12 @@ def _starter_follows(paragraph: str, pos: int) -> bool:
     """Whether the word at ``pos`` typically opens a sentence (``The``, ``He``)."""
     word = _WORD.match(paragraph, pos)
     return word is not None and word.group() in _SENTENCE_STARTERS
+
+
+def is_abbreviation(word: str) -> bool:
+    """Whether ``word`` (with its final ``.``) is an abbreviation that never ends a sentence: ``Mr.``, ``approx.``."""
+    stem = word[:-1]
+    return word.endswith(".") and (stem in _ABBREVIATIONS_CASED or stem.lower() in _ABBREVIATIONS)
 
 
 def _is_abbreviation(paragraph: str, start: int, next_pos: int) -> bool:

@@ -123,6 +123,15 @@ PARAGRAPH_CASES = [
     # Hard-wrapped prose (a greedy wrap at 60 to 80 columns) is joined, onto a lowercase word
     # and onto a capital that would not have fitted on the line.
     *[(textwrap.fill(PROSE, width), [PROSE]) for width in (60, 64, 70, 72, 76, 80)],
+    # ... and after a title abbreviation and onto a number, when they would not have fitted.
+    (
+        "It was the year when the whole village went out to see the old Mrs.\n"
+        "Snow at her farm, and the year was, as everyone in the town knows,\n"
+        "1984, when they all came back home again for good.",
+        ["It was the year when the whole village went out to see the old Mrs. Snow at her farm, and the year "
+         "was, as everyone in the town knows, 1984, when they all came back home again for good."],
+    ),
+    ("See Mr.\nSmith in the office.", ["See Mr.", "Smith in the office."]),  # a short line: not wrapped
     # Short lines (verse, a list) keep their breaks; so do final punctuation and closing quotes after it.
     (
         "A pleasing land of drowsy head it was,\nOf dreams that wave before the eye;\n\"Go,\" he said.\u201d\nand left.",

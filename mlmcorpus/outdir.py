@@ -95,7 +95,10 @@ def prepare(out_dir: str, overwrite: bool) -> None:
             # Shards and temporaries only: a tokenizer trained by an earlier build may be the
             # --tokenizer of this one.
             if written_by_a_build(name):
-                remove(os.path.join(out_dir, name))
+                try:
+                    remove(os.path.join(out_dir, name), strict=True)
+                except OSError as e:
+                    raise OutputError(f"{out_dir}: cannot remove {name} for --overwrite ({e.strerror or e})") from None
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -104,10 +107,14 @@ def prepare(out_dir: str, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: output directory is not writable")
 
 
-def remove(path: str) -> None:
-    """A file or a directory (a NumPy shard, the spill area); gone already is fine."""
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
+def remove(path: str, strict: bool = False) -> None:
+    """A file or a directory (a NumPy shard, the spill area); gone already is fine.
+
+    A directory that cannot be removed raises OSError with ``strict`` (--overwrite must not
+    leave an old shard behind), and is left as it is otherwise (cleanup after a failure).
+    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=not strict)
     elif os.path.lexists(path):
         os.unlink(path)
 

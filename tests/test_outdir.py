@@ -68,3 +68,18 @@ def test_inspect_verify_reports_a_leftover_temporary(runner, spm_model, tmp_path
     (out / ".tmp-manifest.json-1a2b3c4d").write_text("{}")
     result = runner.invoke(cli, ["inspect", str(out), "--verify"])
     assert result.exit_code == 1 and ".tmp-manifest.json-1a2b3c4d: shard or temporary file not listed in the manifest" in result.stdout
+
+
+def test_overwrite_that_cannot_remove_an_old_shard_is_an_error(tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "out"
+    (out / "train-00000-of-00001").mkdir(parents=True)  # a NumPy shard
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(shutil, "rmtree", stuck)
+    with pytest.raises(OutputError, match=r"out: cannot remove train-00000-of-00001 for --overwrite \(Device or resource busy\)"):
+        outdir.prepare(str(out), overwrite=True)

@@ -605,9 +605,22 @@ def split_texts(config: ReaderConfig, texts: list[str]) -> list[list[str]]:
     return [reader.text_sentences(t) for t in texts]
 
 
+def _read_error(e: BaseException, name: str, compression: str | None) -> str | None:
+    """What to say of a file whose reading raised ``e``, or None when ``e`` is not the file's fault.
+
+    A read error (truncated, corrupt, unreadable) skips a file found by walking a directory.
+    """
+    if isinstance(e, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
+        return f"{name}: corrupt or truncated {compression} data ({e})"
+    if isinstance(e, OSError):
+        return f"{name}: read error ({e})"
+    if type(e).__name__ == "ZstdError":  # zstandard's own
+        return f"{name}: corrupt zstd data ({e})"
+    return None
+
+
 def _is_read_error(e: BaseException) -> bool:
-    """Whether ``e`` is the file's own fault (truncated, corrupt, unreadable): a walked file is then skipped."""
-    return isinstance(e, (EOFError, OSError, zlib.error, lzma.LZMAError)) or type(e).__name__ == "ZstdError"
+    return _read_error(e, "", None) is not None
 
 
 class _PartedDocument:
@@ -1073,16 +1086,11 @@ def _read_source(
                     on_progress(pos - last)
                     last = pos
             yield doc
-    except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
-        raise _FileError(f"{source.name}: corrupt or truncated {opened.compression} data ({e})") from None
-    except OSError as e:
-        raise _FileError(f"{source.name}: read error ({e})") from None
-    except InputError:
-        raise
     except Exception as e:
-        if type(e).__name__ == "ZstdError":
-            raise _FileError(f"{source.name}: corrupt zstd data ({e})") from None
-        raise
+        why = _read_error(e, source.name, opened.compression)
+        if why is None:
+            raise
+        raise _FileError(why) from None
     finally:
         if on_progress is not None:
             pos = opened.position()

@@ -141,20 +141,6 @@ def _anon_bytes(pid: int) -> int:
     return 0
 
 
-def _tree(root: int) -> list[int]:
-    pids, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        pids.append(pid)
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    stack.extend(int(x) for x in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-    return pids
-
-
 class PeakAnon(threading.Thread):
     """Every POLL_SECONDS: RssAnon of ROOT and of its whole tree; keeps both peaks."""
 
@@ -166,7 +152,7 @@ class PeakAnon(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             total = 0
-            pids = _tree(self.root)
+            pids = run.tree_pids(self.root)
             for pid in pids:
                 try:
                     anon = _anon_bytes(pid)

@@ -437,22 +437,33 @@ def instances(c: Contender, out: Path, report: dict) -> int | None:
 # --------------------------------------------------------------------------- measurement
 
 
-def tree_rss(root: int) -> int:
-    """Summed RSS (bytes) of ROOT and all its descendants, from /proc."""
-    total, stack, seen = 0, [root], set()
+def tree_pids(root: int) -> list[int]:
+    """ROOT and all its descendants, from /proc (Linux)."""
+    pids, stack, seen = [], [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
+        pids.append(pid)
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE_SIZE
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as f:
                     stack.extend(int(x) for x in f.read().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue  # exited between two reads
+    return pids
+
+
+def tree_rss(root: int) -> int:
+    """Summed RSS (bytes) of ROOT and all its descendants, from /proc."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_SIZE
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # exited meanwhile
     return total
 
 

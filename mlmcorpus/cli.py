@@ -12,12 +12,13 @@ import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlmcorpus import __version__
-from mlmcorpus.config import DEFAULT_SEED, OUTPUT_FORMATS, MaskConfig, OutputConfig, PairConfig, UnitConfig
+from mlmcorpus import formats
+from mlmcorpus.config import DEFAULT_SEED, MaskConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
 from mlmcorpus.readers import (
@@ -29,6 +30,9 @@ from mlmcorpus.readers import (
     iter_sentences,
     resolve_sources,
 )
+
+if TYPE_CHECKING:
+    from mlmcorpus.manifest import Manifest
 
 __all__ = ["cli", "main"]
 
@@ -278,7 +282,7 @@ def _parse_shard_size(value: str) -> tuple[int, float | None]:
 
 def output_options(f: Callable) -> Callable:
     options = [
-        click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="parquet",
+        click.option("--format", "output_format", type=click.Choice(formats.NAMES), default="parquet",
                      show_default=True, help="Shard format."),
         click.option("--shard-size", default="100000", show_default=True,
                      help="Rows per shard, or a size such as 256MB (uncompressed)."),
@@ -386,15 +390,15 @@ def _tokenizer_spec(path: str | None, kw: dict) -> tuple[Any, Any]:
     return spec, spec.load()  # loaded now: fail early, with the loader's message, before any work
 
 
-def _build_summary(manifest: dict, out_dir: str, seconds: float) -> str:
-    st = manifest["stats"]
+def _build_summary(manifest: Manifest, out_dir: str, seconds: float) -> str:
+    st = manifest.stats
     m = st["masked_positions"]
     total = m["total"] or 1
     ratio = st["nsp"]["random_ratio"]
     mb = st["input"]["bytes"] / 1e6
     text = (
-        f"Wrote {st['instances']:,} instances ({manifest['totals']['tokens']:,} tokens) in "
-        f"{manifest['totals']['shards']} shard(s) to {out_dir} in {seconds:.1f} s ({mb / seconds if seconds else 0:.1f} MB/s): "
+        f"Wrote {st['instances']:,} instances ({manifest.totals['tokens']:,} tokens) in "
+        f"{manifest.totals['shards']} shard(s) to {out_dir} in {seconds:.1f} s ({mb / seconds if seconds else 0:.1f} MB/s): "
         f"{st['documents']:,} documents, {st['sentences']:,} sentences; NSP random "
         f"{(ratio or 0) * 100:.1f}%; masked {m['total']:,} "
         f"({m['mask'] / total * 100:.1f}% [MASK], {m['random'] / total * 100:.1f}% random, "
@@ -600,7 +604,8 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     """
     from mlmcorpus.config import BuildConfig
     from mlmcorpus import outdir
-    from mlmcorpus.pipeline import BuildStats, write_manifest, write_shards
+    from mlmcorpus.manifest import new_manifest, write_manifest
+    from mlmcorpus.pipeline import BuildStats, write_shards
     from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
     _tune_gc()
 
@@ -629,11 +634,11 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     stats.read.bytes = trailer.get("bytes", 0)
     stats.read.skipped.update(trailer.get("skipped", {}))
     stats.read.repaired.update(trailer.get("repaired", {}))
-    manifest = write_manifest(
-        out_dir, config=config, reader=h["config"].get("reader"), sources=h["sources"],
-        tokenizer=h["tokenizer"], shards=shards, stats=stats,
-        extra={"pairs_seed": h["pairs_seed"]} if "pairs_seed" in h else None,
+    manifest = new_manifest(
+        config, reader=h["config"].get("reader"), sources=h["sources"], tokenizer=h["tokenizer"], shards=shards,
+        stats=stats.as_dict(), pairs_seed=h.get("pairs_seed"),
     )
+    write_manifest(out_dir, manifest)
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from mlmcorpus import formats
 from mlmcorpus.errors import ConfigError
 
-__all__ = ["BuildConfig", "PairConfig", "MaskConfig", "OutputConfig", "UnitConfig", "DEFAULT_SEED", "OUTPUT_FORMATS"]
+__all__ = ["BuildConfig", "PairConfig", "MaskConfig", "OutputConfig", "UnitConfig", "DEFAULT_SEED"]
 
 DEFAULT_SEED = 12345
 
@@ -81,9 +82,6 @@ class MaskConfig:
         object.__setattr__(self, "mask_ratios", ratios)
 
 
-OUTPUT_FORMATS = ("parquet", "numpy")
-
-
 @dataclass(frozen=True)
 class OutputConfig:
     """Shard layout: format and size (rows, or uncompressed MB when ``shard_mb`` is set).
@@ -104,8 +102,8 @@ class OutputConfig:
     shuffle_mb: float = 128.0
 
     def __post_init__(self) -> None:
-        if self.format not in OUTPUT_FORMATS:
-            raise ConfigError(f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+        if self.format not in formats.NAMES:
+            raise ConfigError(f"--format: expected one of {', '.join(formats.NAMES)}, got {self.format!r}")
         if self.shard_rows < 1:
             raise ConfigError(f"--shard-size: must be at least 1 row, got {self.shard_rows}")
         if not 1 <= self.shuffle_buckets <= 4096:

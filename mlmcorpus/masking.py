@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlmcorpus.config import MaskConfig
+from mlmcorpus.schema import labels_at
 
-__all__ = ["MaskedBatch", "mask_batch", "labels_at", "num_to_predict", "KIND_MASK", "KIND_RANDOM", "KIND_KEEP"]
+__all__ = ["MaskedBatch", "mask_batch", "num_to_predict", "KIND_MASK", "KIND_RANDOM", "KIND_KEEP"]
 
 KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
 
@@ -45,15 +46,6 @@ class MaskedBatch:
         """Built on demand (the pipeline keeps only positions and ids; shards get labels from them)."""
         valid = np.arange(self.masked_lm_positions.shape[1])[None, :] < self.num_masked[:, None]
         return labels_at(self.masked_lm_positions, self.masked_lm_ids, valid, self.input_ids.shape[1])
-
-
-def labels_at(positions: np.ndarray, ids: np.ndarray, valid: np.ndarray, max_seq_length: int) -> np.ndarray:
-    """int64[n, L] labels: ``ids`` at the ``valid`` entries of ``positions`` (int[n, P]), -100 elsewhere."""
-    n = len(positions)
-    labels = np.full((n, max_seq_length), -100, dtype=np.int64)
-    rows = np.broadcast_to(np.arange(n)[:, None], positions.shape)
-    labels[rows[valid], positions[valid]] = ids[valid]
-    return labels
 
 
 def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:

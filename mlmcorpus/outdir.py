@@ -36,6 +36,7 @@ __all__ = [
     "shard_name",
     "spill_dir",
     "tmp_shard_path",
+    "tmp_shard_suffix",
     "tokenizer_prefix",
     "units_dir",
     "written_by_a_build",
@@ -66,6 +67,11 @@ def shard_name(index: int, total: int, suffix: str) -> str:
 def tmp_shard_path(out_dir: str, index: int, suffix: str) -> str:
     """Where shard ``index`` is written before it is sealed and renamed to its :func:`shard_name`."""
     return os.path.join(out_dir, f"{TMP_SHARD_PREFIX}{index:05d}{suffix}")
+
+
+def tmp_shard_suffix(tmp_path: str) -> str:
+    """The suffix a :func:`tmp_shard_path` was made with."""
+    return os.path.basename(tmp_path)[len(TMP_SHARD_PREFIX) + 5 :]
 
 
 def spill_dir(out_dir: str) -> str:

@@ -298,14 +298,3 @@ def assemble(ids: np.ndarray, inst: Instances, max_seq_length: int, special: Spe
     out[rows, la + 1] = special.sep
     out[rows, lengths - 1] = special.sep
     return out, lengths, la.copy()
-
-
-def token_type_ids(lengths: np.ndarray, a_len: np.ndarray, max_seq_length: int) -> np.ndarray:
-    """int8[n, L]: 1 for B and the final [SEP], 0 elsewhere (including padding)."""
-    cols = np.arange(max_seq_length)[None, :]
-    return ((cols >= a_len[:, None] + 2) & (cols < lengths[:, None])).astype(np.int8)
-
-
-def attention_mask(lengths: np.ndarray, max_seq_length: int) -> np.ndarray:
-    """int8[n, L]: 1 on real tokens, 0 on padding."""
-    return (np.arange(max_seq_length)[None, :] < lengths[:, None]).astype(np.int8)

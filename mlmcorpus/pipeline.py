@@ -15,7 +15,6 @@ same bytes for any number of workers.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mlmcorpus import __version__, outdir
+from mlmcorpus import outdir
 from mlmcorpus.config import BuildConfig, MaskConfig, UnitConfig
 from mlmcorpus.errors import InputError, OutputError
 from mlmcorpus.masking import mask_batch
@@ -41,14 +40,10 @@ from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents,
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SpillUnit, TwoStageShuffle, scatter
 from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
-from mlmcorpus.writers import (
-    FORMAT_VERSION,
-    ShardInfo,
-    compact_columns,
-    finish_shards,
-    make_writer,
-    shard_rows,
-)
+from mlmcorpus import formats
+from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
+from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, write_manifest
+from mlmcorpus.schema import RowLayout
 
 log = logging.getLogger("mlmcorpus")
 
@@ -63,7 +58,6 @@ __all__ = [
     "mask_unit",
     "process_unit",
     "write_shards",
-    "write_manifest",
     "build",
 ]
 
@@ -175,7 +169,7 @@ class PairedUnit:
 
 @dataclass
 class MaskedUnit:
-    """One unit's masked rows as :data:`mlmcorpus.writers.COMPACT` columns, and its counts.
+    """One unit's masked rows as :data:`mlmcorpus.schema.COMPACT` columns, and its counts.
 
     When the worker already scattered the rows for the shuffle, ``columns`` is
     None and ``spill`` says where they went.
@@ -252,9 +246,9 @@ def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, see
     """Apply BERT masking to a paired unit with the unit's own generator."""
     rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
     m = mask_batch(paired.input_ids, paired.lengths, vocab.special_ids, vocab.mask_id, vocab.random_ids, mask_config, rng)
-    columns = compact_columns(
-        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label,
-        m.masked_lm_positions, m.masked_lm_ids, vocab.vocab_size,
+    layout = RowLayout(paired.input_ids.shape[1], mask_config.max_predictions_per_seq, vocab.vocab_size)
+    columns = layout.compact(
+        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label, m.masked_lm_positions, m.masked_lm_ids
     )
     return MaskedUnit(paired.unit_id, columns, paired.stats, m.counts)
 
@@ -365,7 +359,11 @@ class _ShardTask:
     total_rows: int
 
 
-def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
+def _layout(config: BuildConfig, vocab_size: int) -> RowLayout:
+    return RowLayout(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+
+
+def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     """Output shard ``task.shard``: its slice of the permuted groups, in order, under a temporary name."""
     o = task.config.output
     # What stage 1 (or the last shard) left in this worker goes back to the OS first: a writer
@@ -377,27 +375,24 @@ def _write_shuffled_shard(task: _ShardTask) -> tuple[str, ShardInfo]:
     shuffler: TwoStageShuffle = _STAGE2["shuffler"]
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
-    writer = make_writer(
-        task.out_dir, o, task.config.pairs.max_seq_length, task.config.mask.max_predictions_per_seq,
-        task.vocab_size, first_shard=task.shard,
-    )
-    step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
-    g_lo = 0
-    for g, n in enumerate(shuffler.group_rows):
-        g_hi = g_lo + n
-        if g_lo < hi and g_hi > lo:
-            with shuffler.open_group(g) as group:
-                for start in range(max(lo, g_lo), min(hi, g_hi), step):
-                    writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
-        g_lo = g_hi
-    (part,) = writer.close_parts()
+    with formats.get(o.format).writer(task.out_dir, o, _layout(task.config, task.vocab_size), task.shard) as writer:
+        step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
+        g_lo = 0
+        for g, n in enumerate(shuffler.group_rows):
+            g_hi = g_lo + n
+            if g_lo < hi and g_hi > lo:
+                with shuffler.open_group(g) as group:
+                    for start in range(max(lo, g_lo), min(hi, g_hi), step):
+                        writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
+            g_lo = g_hi
+        (part,) = writer.finish()
     return part
 
 
-def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: LocalPool) -> list[ShardInfo]:
+def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: LocalPool) -> list[ShardEntry]:
     """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
-    per_shard = shard_rows(config.output, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+    per_shard = shard_rows(config.output, _layout(config, vocab_size))
     index = shuffler.save_index()
     run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
@@ -420,7 +415,7 @@ def write_shards(
     stats: BuildStats,
     on_unit: Callable[[MaskedUnit], None] | None = None,
     pool: LocalPool | None = None,
-) -> list[ShardInfo]:
+) -> list[ShardEntry]:
     """Write every unit's rows, in order; temporary files are removed on failure.
 
     With the shuffle on, units either arrive already scattered (``spill``) or are
@@ -428,7 +423,7 @@ def write_shards(
     ones that made the units), or here without one.
     """
     o = config.output
-    writer = make_writer(out_dir, o, config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+    writer = formats.get(o.format).writer(out_dir, o, _layout(config, vocab_size))
     shuffler = TwoStageShuffle(out_dir, config.seed, o.shuffle_buckets, o.shuffle_mb) if o.shuffle else None
     try:
         for unit in results:
@@ -449,7 +444,7 @@ def write_shards(
             stage2 = pool if pool is not None else LocalPool(1)
             shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
         else:
-            shards = writer.close()
+            shards = finish_shards(out_dir, writer.finish())
     except BaseException as e:
         if hasattr(results, "close"):
             results.close()  # no new units
@@ -476,71 +471,6 @@ def write_shards(
             ratio * 100,
         )
     return shards
-
-
-def library_versions() -> dict[str, str]:
-    import platform
-
-    import pyarrow
-    import sentencepiece
-
-    versions = {
-        "mlmcorpus": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pyarrow.__version__,
-        "sentencepiece": sentencepiece.__version__,
-    }
-    try:
-        import tokenizers
-
-        versions["tokenizers"] = tokenizers.__version__
-    except ImportError:
-        pass
-    return versions
-
-
-def write_manifest(
-    out_dir: str,
-    *,
-    config: BuildConfig,
-    reader: dict | None,
-    sources: list[str],
-    tokenizer: dict,
-    shards: list[ShardInfo],
-    stats: BuildStats,
-    extra: dict | None = None,
-) -> dict:
-    """Write ``manifest.json`` last and atomically; returns it."""
-    from mlmcorpus.writers import _column_types
-
-    types = _column_types(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, tokenizer["vocab_size"])
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "created_by": f"mlmcorpus {__version__}",
-        "seed": config.seed,
-        **(extra or {}),
-        "config": {**config.as_dict(), "reader": reader},
-        "sources": sources,
-        "tokenizer": tokenizer,
-        "columns": {
-            name: {"dtype": dt.name, "shape": [w] if w else []} for name, (dt, w) in types.items()
-        },
-        "shards": [s.as_dict() for s in shards],
-        "totals": {
-            "shards": len(shards),
-            "rows": sum(s.rows for s in shards),
-            "tokens": sum(s.tokens for s in shards),
-            "bytes": sum(s.bytes for s in shards),
-        },
-        "stats": stats.as_dict(),
-        "versions": library_versions(),
-    }
-    try:
-        outdir.atomic_write(outdir.manifest_path(out_dir), (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    except OSError as e:
-        raise OutputError(f"{out_dir}: cannot write {outdir.MANIFEST} ({e.strerror or e})") from None
-    return manifest
 
 
 # ---------------------------------------------------------------- the whole build
@@ -573,7 +503,7 @@ def build(
     on_progress: Callable[[int], None] | None = None,
     on_unit: Callable[[MaskedUnit], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
-) -> dict:
+) -> Manifest:
     """Read ``sources``, (train a tokenizer if none is given), pair, mask, write shards and the manifest.
 
     Returns the manifest.  ``on_progress(n)`` gets raw input bytes consumed,
@@ -604,12 +534,13 @@ def build(
         documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
         results = pool.map(process_unit, iter_units(documents, config.units))
         shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
-    return write_manifest(
-        out_dir,
-        config=config,
+    manifest = new_manifest(
+        config,
         reader=asdict(reader),
         sources=[s.path for s in sources],
         tokenizer=tokenizer_record(tok, tokenizer, trained, out_dir),
         shards=shards,
-        stats=stats,
+        stats=stats.as_dict(),
     )
+    write_manifest(out_dir, manifest)
+    return manifest

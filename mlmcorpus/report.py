@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from mlmcorpus import outdir
-from mlmcorpus.hashing import combined_sha256
-from mlmcorpus.hashing import sha256_file as _sha256
+from mlmcorpus import formats, outdir
 from mlmcorpus.errors import InputError
-from mlmcorpus.writers import COLUMNS, FORMAT_VERSION, _column_types, output_schema, to_numpy
+from mlmcorpus.formats.base import ShardFormat
+from mlmcorpus.hashing import sha256_file as _sha256
+from mlmcorpus.manifest import Manifest, ShardEntry, read_manifest
+from mlmcorpus.schema import COLUMNS, RowLayout
 
 __all__ = [
     "ALPHA",
@@ -101,151 +102,59 @@ class ShardScan:
 # ---------------------------------------------------------------- opening a corpus
 
 
-def _safe_join(out_dir: str, name: object) -> str:
-    """A shard path from the (untrusted) manifest: a plain relative name inside ``out_dir``."""
-    if not isinstance(name, str) or not name or os.path.isabs(name) or "\\" in name:
-        raise InputError(f"manifest.json: shard path {name!r} is not a relative path inside the output directory")
-    parts = name.split("/")
-    if ".." in parts:
-        raise InputError(f"manifest.json: shard path {name!r} leaves the output directory")
-    if any(p in ("", ".") for p in parts):
-        raise InputError(f"manifest.json: shard path {name!r} is not a plain relative path")
-    path = os.path.join(out_dir, name)
-    real_dir = os.path.realpath(out_dir)
-    if os.path.exists(path) and os.path.commonpath([os.path.realpath(path), real_dir]) != real_dir:
-        raise InputError(f"manifest.json: shard path {name!r} points outside the output directory")
-    return path
-
-
 @dataclass
 class Corpus:
     """An output directory (or one shard) opened for inspection."""
 
     out_dir: str
-    manifest: dict | None
-    shards: list[dict]
-    format: str
+    manifest: Manifest | None
+    shards: list[ShardEntry]
+    format: ShardFormat
     params: CorpusParams
     only_shard: str | None = None
 
 
-def _load_manifest(out_dir: str) -> dict:
-    path = outdir.manifest_path(out_dir)
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{out_dir}: no manifest.json (not an mlmcorpus output, or an incomplete build)") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise InputError(f"{path}: unreadable manifest ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise InputError(f"{path}: not an mlmcorpus manifest (no shard list)")
-    version = manifest.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise InputError(f"{path}: format version {version!r}; this mlmcorpus reads version {FORMAT_VERSION}")
-    for key in ("config", "tokenizer", "totals", "stats", "versions"):
-        if key in manifest and not isinstance(manifest[key], dict):
-            raise InputError(f"{path}: {key!r} is {type(manifest[key]).__name__}, not an object")
-    for key in ("pairs", "mask", "units", "output"):
-        if not isinstance((manifest.get("config") or {}).get(key), dict):
-            raise InputError(f"{path}: config.{key} is missing or not an object")
-    seen = set()
-    for entry in manifest["shards"]:
-        if not isinstance(entry, dict):
-            raise InputError(f"{path}: malformed shard entry {str(entry)[:80]!r}")
-        _safe_join(out_dir, entry.get("file"))
-        for key in ("rows", "tokens", "bytes"):
-            if key in entry and type(entry[key]) is not int:
-                raise InputError(f"{path}: shard {entry['file']!r}: {key} is not an integer")
-        if entry["file"] in seen:
-            raise InputError(f"{path}: shard {entry['file']!r} is listed twice")
-        seen.add(entry["file"])
-    return manifest
+def _params_from_manifest(m: Manifest) -> CorpusParams:
+    """What a scan checks against, from a manifest :func:`read_manifest` has bounded."""
+    c, sp = m.config, m.special_ids
+    return CorpusParams(
+        max_seq_length=c.pairs.max_seq_length,
+        max_predictions=c.mask.max_predictions_per_seq,
+        vocab_size=m.vocab_size,
+        pad=sp["pad"],
+        cls=sp["cls"],
+        sep=sp["sep"],
+        mask=sp["mask"],
+        masked_lm_prob=c.mask.masked_lm_prob,
+        mask_ratios=c.mask.mask_ratios,
+        random_next_prob=c.pairs.random_next_prob,
+    )
 
-
-def _dict(x: object) -> dict:
-    """``x`` when the (untrusted) manifest has an object there, else an empty one."""
-    return x if isinstance(x, dict) else {}
-
-
-def _int(x: object, name: str, lo: int, hi: int) -> int:
-    if type(x) is not int or not lo <= x <= hi:
-        raise InputError(f"manifest.json: {name} is {x!r}, expected an integer in [{lo}, {hi}]")
-    return x
-
-
-def _params_from_manifest(m: dict) -> CorpusParams:
-    """Validated parameters: the manifest is untrusted, so sizes are bounded before any allocation."""
-    from mlmcorpus.config import MaskConfig
-    from mlmcorpus.errors import ConfigError
-
-    try:
-        cfg, tok = m["config"], m["tokenizer"]
-        sp = tok["special_ids"]
-        L = _int(cfg["pairs"]["max_seq_length"], "config.pairs.max_seq_length", 8, 32768)
-        P = _int(cfg["mask"]["max_predictions_per_seq"], "config.mask.max_predictions_per_seq", 1, 32768)
-        V = _int(tok["vocab_size"], "tokenizer.vocab_size", 6, 2**31 - 1)
-        ids = {k: _int(sp[k], f"tokenizer.special_ids.{k}", 0, V - 1) for k in ("pad", "cls", "sep", "mask")}
-        try:
-            mc = MaskConfig(masked_lm_prob=float(cfg["mask"]["masked_lm_prob"]), max_predictions_per_seq=P,
-                            mask_ratios=tuple(float(x) for x in cfg["mask"]["mask_ratios"]))  # type: ignore[arg-type]
-        except ConfigError as e:
-            raise InputError(f"manifest.json: config.mask: {e}") from None
-        random_next = cfg["pairs"].get("random_next_prob", 0.5)
-        return CorpusParams(
-            max_seq_length=L,
-            max_predictions=P,
-            vocab_size=V,
-            pad=ids["pad"],
-            cls=ids["cls"],
-            sep=ids["sep"],
-            mask=ids["mask"],
-            masked_lm_prob=mc.masked_lm_prob,
-            mask_ratios=mc.mask_ratios,
-            random_next_prob=float(random_next) if isinstance(random_next, (int, float)) else 0.5,
-        )
-    except InputError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-        raise InputError(f"manifest.json: missing or malformed configuration ({type(e).__name__}: {e})") from None
 
 def open_corpus(path: str) -> Corpus:
-    """Open an output directory, a Parquet shard, or a NumPy shard directory."""
+    """Open an output directory, or a lone shard of any format."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
     if os.path.isdir(path) and os.path.exists(outdir.manifest_path(path)):
-        m = _load_manifest(path)
-        fmt = m["config"]["output"].get("format", "parquet")
-        if fmt not in ("parquet", "numpy"):
-            raise InputError(f"{path}/manifest.json: unknown output format {fmt!r}")
-        return Corpus(path, m, m["shards"], fmt, _params_from_manifest(m))
+        m = read_manifest(path)
+        return Corpus(path, m, m.shards, formats.get(m.format), _params_from_manifest(m))
     # A single shard: use the manifest next to it when it lists the shard.
     shard_dir, name = os.path.split(os.path.normpath(path))
-    fmt = "numpy" if os.path.isdir(path) else "parquet"
-    if fmt == "parquet" and not name.endswith(".parquet"):
-        raise InputError(f"{path}: not an output directory (no manifest.json) nor a .parquet shard")
-    if fmt == "numpy" and not os.path.exists(os.path.join(path, "input_ids.npy")):
-        raise InputError(f"{path}: not an output directory (no manifest.json) nor a NumPy shard (no input_ids.npy)")
+    fmt = formats.detect(path)
+    if fmt is None:
+        raise InputError(f"{path}: not an output directory (no manifest.json) nor a shard ({', '.join(formats.NAMES)})")
     shard_dir = shard_dir or "."
     if os.path.exists(outdir.manifest_path(shard_dir)):
-        m = _load_manifest(shard_dir)
-        entries = [e for e in m["shards"] if e.get("file") == name]
+        m = read_manifest(shard_dir)
+        entries = [e for e in m.shards if e.file == name]
         if entries:
             return Corpus(shard_dir, m, entries, fmt, _params_from_manifest(m), only_shard=name)
-    return Corpus(shard_dir, None, [{"file": name}], fmt, _params_from_schema(path, fmt), only_shard=name)
+    return Corpus(shard_dir, None, [ShardEntry(name, None, None, None, None)], fmt, _params_from_schema(path, fmt), only_shard=name)
 
 
-def _params_from_schema(path: str, fmt: str) -> CorpusParams:
+def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(path)
-            L = schema.field("input_ids").type.list_size
-            P = schema.field("masked_lm_positions").type.list_size
-        else:
-            L = np.load(os.path.join(path, "input_ids.npy"), mmap_mode="r", allow_pickle=False).shape[1]
-            P = np.load(os.path.join(path, "masked_lm_positions.npy"), mmap_mode="r", allow_pickle=False).shape[1]
+        L, P = fmt.sizes(path)
     except Exception as e:
         raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
     if not (8 <= int(L) <= 32768 and 1 <= int(P) <= 32768):
@@ -256,51 +165,17 @@ def _params_from_schema(path: str, fmt: str) -> CorpusParams:
 # ---------------------------------------------------------------- scanning a shard
 
 
-def _iter_batches(path: str, fmt: str, batch_rows: int = 8192) -> Iterator[dict[str, np.ndarray]]:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
-            yield {name: to_numpy(batch.column(name)) for name in COLUMNS}
-        return
-    arrays = {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r", allow_pickle=False) for name in COLUMNS}
-    n = len(arrays["input_ids"])
-    if any(len(a) != n for a in arrays.values()):
-        raise ValueError("columns have different numbers of rows")
-    for start in range(0, n, batch_rows):
-        yield {name: np.asarray(a[start : start + batch_rows]) for name, a in arrays.items()}
-
-
-def _check_schema(scan: ShardScan, path: str, fmt: str, p: CorpusParams) -> bool:
-    """Whether the shard's columns have the types of the manifest's format version."""
+def _check_schema(scan: ShardScan, path: str, fmt: ShardFormat, p: CorpusParams) -> bool:
+    """Whether the shard's columns have the types of the manifest's layout."""
     if p.vocab_size is None:
         return True
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        expected = output_schema(p.max_seq_length, p.max_predictions, p.vocab_size)
-        actual = pq.read_schema(path)
-        if actual.remove_metadata() != expected.remove_metadata():
-            scan.fail("schema", f"schema differs from format version {FORMAT_VERSION}: {actual.remove_metadata()}")
-            return False
-        return True
-    ok = True
-    for name, (dtype, width) in _column_types(p.max_seq_length, p.max_predictions, p.vocab_size).items():
-        f = os.path.join(path, f"{name}.npy")
-        if not os.path.exists(f):
-            scan.fail("schema", f"{name}.npy is missing")
-            ok = False
-            continue
-        arr = np.load(f, mmap_mode="r", allow_pickle=False)
-        shape_ok = arr.ndim == (2 if width else 1) and (not width or arr.shape[1] == width)
-        if arr.dtype != dtype or not shape_ok:
-            scan.fail("schema", f"{name}.npy is {arr.dtype}{list(arr.shape)}, expected {dtype}[n{', ' + str(width) if width else ''}]")
-            ok = False
-    return ok
+    problems = fmt.schema_problems(path, RowLayout(p.max_seq_length, p.max_predictions, p.vocab_size))
+    for problem in problems:
+        scan.fail("schema", problem)
+    return not problems
 
 
-def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: str) -> list[str] | None:
+def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: ShardFormat) -> list[str] | None:
     """The regular files of a shard, all inside ``out_dir``; None (with a finding) when unusable."""
     import stat
 
@@ -313,29 +188,30 @@ def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: str) -> list[str
             return False
         return stat.S_ISREG(mode) and os.path.commonpath([os.path.realpath(f), real_dir]) == real_dir
 
-    if fmt == "parquet":
+    if not fmt.is_directory:
         if not regular_inside(path):
             scan.fail("unreadable", "not a regular file inside the output directory")
             return None
         return [path]
     if not os.path.isdir(path):
-        scan.fail("unreadable", "not a NumPy shard directory")
+        scan.fail("unreadable", f"not a {fmt.name} shard directory")
         return None
-    files = [os.path.join(path, f"{c}.npy") for c in COLUMNS]
+    files = fmt.members(path)
     bad = [os.path.basename(f) for f in files if not regular_inside(f)]
     if bad:
         scan.fail("unreadable", f"{', '.join(bad)}: missing, not a regular file, or outside the output directory")
         return None
-    extra = sorted(set(os.listdir(path)) - {f"{c}.npy" for c in COLUMNS})
+    extra = sorted(set(os.listdir(path)) - {os.path.basename(f) for f in files})
     if extra:
         scan.fail("stray", f"unexpected files in the shard: {', '.join(extra)}")
     return files
 
 
-def scan_shard(args: tuple[str, str, dict, CorpusParams, bool]) -> ShardScan:
+def scan_shard(args: tuple[str, str, ShardEntry, CorpusParams, bool]) -> ShardScan:
     """Count and (with ``verify``) check one shard; never raises for bad data."""
-    out_dir, fmt, entry, p, verify = args
-    name = entry["file"]
+    out_dir, fmt_name, entry, p, verify = args
+    fmt = formats.get(fmt_name)
+    name = entry.file
     path = os.path.join(out_dir, name)
     scan = ShardScan(name)
     scan.length_hist = [0] * (p.max_seq_length + 1)
@@ -352,34 +228,31 @@ def scan_shard(args: tuple[str, str, dict, CorpusParams, bool]) -> ShardScan:
         scan.bytes = sum(os.path.getsize(f) for f in files)
         if verify:
             for key in ("sha256", "rows", "bytes"):
-                if key not in entry:
+                if getattr(entry, key) is None:
                     scan.fail("manifest", f"the manifest gives no {key} for this shard")
-        if verify or "sha256" in entry:
-            if fmt == "parquet":
-                scan.sha256 = _sha256(path)
-            else:
-                scan.sha256 = combined_sha256([(f"{c}.npy", _sha256(f)) for c, f in zip(COLUMNS, files)])
-            if "sha256" in entry:
-                scan.checksum = "ok" if scan.sha256 == entry.get("sha256") else "mismatch"
+        if verify or entry.sha256 is not None:
+            _, scan.sha256, _ = fmt.checksum(path)
+            if entry.sha256 is not None:
+                scan.checksum = "ok" if scan.sha256 == entry.sha256 else "mismatch"
                 if scan.checksum == "mismatch":
-                    scan.fail("checksum", f"sha256 {scan.sha256[:12]}… differs from the manifest's {str(entry.get('sha256'))[:12]}…")
-            if "bytes" in entry and entry["bytes"] != scan.bytes:
-                scan.fail("bytes", f"{scan.bytes} bytes on disk, the manifest says {entry['bytes']}")
+                    scan.fail("checksum", f"sha256 {scan.sha256[:12]}… differs from the manifest's {entry.sha256[:12]}…")
+            if entry.bytes is not None and entry.bytes != scan.bytes:
+                scan.fail("bytes", f"{scan.bytes} bytes on disk, the manifest says {entry.bytes}")
         if verify and not _check_schema(scan, path, fmt, p):
             return scan
         offset = 0
         batch_rows = max(64, (1 << 20) // p.max_seq_length)  # about 1M ids per column and batch
-        for batch in _iter_batches(path, fmt, batch_rows):
+        for batch in fmt.iter_batches(path, COLUMNS, batch_rows):
             _scan_batch(scan, batch, p, verify, offset)
             offset += len(batch["input_ids"])
     except Exception as e:  # a corrupt or truncated file is a finding, not a traceback
         scan.checksum = "unreadable" if scan.checksum != "mismatch" else scan.checksum
         scan.fail("unreadable", f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
         return scan
-    if "rows" in entry and entry["rows"] != scan.rows:
-        scan.fail("rows", f"{scan.rows} rows, the manifest says {entry['rows']}")
-    if verify and "tokens" in entry and entry["tokens"] != scan.tokens:
-        scan.fail("tokens", f"{scan.tokens} tokens, the manifest says {entry['tokens']}")
+    if entry.rows is not None and entry.rows != scan.rows:
+        scan.fail("rows", f"{scan.rows} rows, the manifest says {entry.rows}")
+    if verify and entry.tokens is not None and entry.tokens != scan.tokens:
+        scan.fail("tokens", f"{scan.tokens} tokens, the manifest says {entry.tokens}")
     return scan
 
 
@@ -528,7 +401,7 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
     if verify and corpus.manifest is None:
         raise InputError(f"{path}: --verify needs the manifest.json the shard was built with (special ids, vocabulary)")
     p = corpus.params
-    jobs = [(corpus.out_dir, corpus.format, e, p, verify) for e in corpus.shards]
+    jobs = [(corpus.out_dir, corpus.format.name, e, p, verify) for e in corpus.shards]
     scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1))))
     merged = _merge(scans, p)
     rows = int(sum(s.rows for s in scans))
@@ -537,11 +410,11 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> dict:
     candidates = int(sum(s.candidates for s in scans))
     expected = _expected_kinds(p)
     stat, df, pvalue = chi_square(kinds, expected)
-    m = corpus.manifest or {}
+    m = corpus.manifest.as_dict() if corpus.manifest is not None else {}
     report: dict[str, Any] = {
         "path": path,
         "manifest": corpus.manifest is not None,
-        "format": corpus.format,
+        "format": corpus.format.name,
         "summary": {
             "shards": len(scans),
             "rows": rows,
@@ -609,6 +482,11 @@ def _sparse(hist: np.ndarray) -> dict[str, int]:
     return {str(i): int(c) for i, c in enumerate(hist) if c}
 
 
+def _dict(x: object) -> dict:
+    """``x`` when the (untrusted) manifest has an object there, else an empty one."""
+    return x if isinstance(x, dict) else {}
+
+
 def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings: list[str], problems: dict) -> None:
     """Stray files and the manifest's totals and stats against what the shards hold."""
 
@@ -616,13 +494,14 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
         problems[key] = problems.get(key, 0) + 1
         findings.append(message)
 
-    listed = {e.get("file") for e in corpus.shards}
+    assert corpus.manifest is not None
+    listed = {e.file for e in corpus.shards}
     for name in sorted(os.listdir(corpus.out_dir)):
         if outdir.written_by_a_build(name) and name not in listed:
             fail("stray", f"{name}: shard or temporary file not listed in the manifest")
-    m = corpus.manifest or {}
-    totals = _dict(m.get("totals"))
-    stats = _dict(m.get("stats"))
+    m = corpus.manifest
+    totals = m.totals
+    stats = m.stats
     nsp = _dict(stats.get("nsp"))
     masked = _dict(stats.get("masked_positions"))
     kinds = merged["kinds"]
@@ -647,7 +526,7 @@ def _corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, finding
             fail("manifest", f"manifest.json: {section}.{key} is missing")
         elif claimed != value:
             fail("manifest", f"manifest.json: {section}.{key} is {claimed}, the shards hold {value}")
-    tok = _dict(m.get("tokenizer"))
+    tok = m.tokenizer
     path = tok.get("path")
     if isinstance(path, str):
         for candidate in (os.path.join(corpus.out_dir, path), path):
@@ -784,7 +663,7 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     if not 0 <= shard_index < len(corpus.shards):
         raise InputError(f"--shard {shard_index}: the corpus has {len(corpus.shards)} shard(s) (0..{len(corpus.shards) - 1})")
     tok = None
-    tok_info = (corpus.manifest or {}).get("tokenizer") or {}
+    tok_info = corpus.manifest.tokenizer if corpus.manifest is not None else {}
     candidates = [tokenizer_path] if tokenizer_path else []
     if tok_info.get("path"):
         candidates += [os.path.join(corpus.out_dir, tok_info["path"]), tok_info["path"]]
@@ -799,7 +678,7 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     if corpus.params.vocab_size is not None and tok.vocab_size < corpus.params.vocab_size:
         raise InputError(f"{tok.path}: vocabulary of {tok.vocab_size} is smaller than the corpus's {corpus.params.vocab_size}")
     p = corpus.params
-    path = os.path.join(corpus.out_dir, corpus.shards[shard_index]["file"])
+    path = os.path.join(corpus.out_dir, corpus.shards[shard_index].file)
     shown = 0
     starts = tok.word_start_mask()
     try:
@@ -841,10 +720,10 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             shown += 1
 
 
-def _iter_first(path: str, fmt: str, n: int) -> Iterator[dict[str, np.ndarray]]:
+def _iter_first(path: str, fmt: ShardFormat, n: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches holding at least the first ``n`` rows of a shard."""
     got = 0
-    for batch in _iter_batches(path, fmt, batch_rows=max(n, 1)):
+    for batch in fmt.iter_batches(path, COLUMNS, max(n, 1)):
         yield batch
         got += len(batch["input_ids"])
         if got >= n:

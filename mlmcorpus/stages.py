@@ -23,7 +23,8 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.pairs import PairStats, Segments
 from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
 from mlmcorpus.readers import ReadStats
-from mlmcorpus.writers import COMPACT, compact_dtypes, from_numpy, numeric_values, to_arrow, to_numpy
+from mlmcorpus.formats.arrow import empty_batch, from_numpy, numeric_values, to_arrow, to_numpy
+from mlmcorpus.schema import COMPACT, RowLayout, segments_schema
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -38,36 +39,6 @@ class StageHeader:
 
     stage: str
     header: dict
-
-
-def _pairs_schema(max_seq_length: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("input_ids", pa.list_(pa.int32(), max_seq_length), nullable=False),
-            pa.field("lengths", pa.int32(), nullable=False),
-            pa.field("a_len", pa.int32(), nullable=False),
-            pa.field("next_sentence_label", pa.int8(), nullable=False),
-        ]
-    )
-
-
-def _segments_schema() -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("ids", pa.list_(pa.int32()), nullable=False),
-            pa.field("doc", pa.int32(), nullable=False),
-        ]
-    )
-
-
-def _masked_schema(max_seq_length: int, max_predictions: int, vocab_size: int) -> pa.Schema:
-    """The compact columns (:data:`mlmcorpus.writers.COMPACT`); `write` expands them."""
-    width = {"input_ids": max_seq_length, "masked_lm_positions": max_predictions, "masked_lm_ids": max_predictions}
-    fields = []
-    for name, dtype in compact_dtypes(vocab_size).items():
-        t = pa.from_numpy_dtype(dtype)
-        fields.append(pa.field(name, pa.list_(t, width[name]) if name in width else t, nullable=False))
-    return pa.schema(fields)
 
 
 def _to_numpy(col: pa.Array) -> np.ndarray:
@@ -101,13 +72,13 @@ class StageWriter:
     def __init__(self, sink: BinaryIO, stage: str, header: dict):
         self.stage = stage
         cfg = header["config"]
-        L = cfg["pairs"]["max_seq_length"]
+        layout = RowLayout(cfg["pairs"]["max_seq_length"], cfg["mask"]["max_predictions_per_seq"], header["tokenizer"]["vocab_size"])
         if stage == "pairs":
-            schema = _pairs_schema(L)
+            schema = layout.paired_stream_schema()
         elif stage == "segments":
-            schema = _segments_schema()
+            schema = segments_schema()
         else:
-            schema = _masked_schema(L, cfg["mask"]["max_predictions_per_seq"], header["tokenizer"]["vocab_size"])
+            schema = layout.masked_stream_schema()
         self.schema = schema.with_metadata({_STAGE_KEY: stage.encode(), _HEADER_KEY: json.dumps(header).encode()})
         self._writer = pa.ipc.new_stream(sink, self.schema)
 
@@ -139,12 +110,8 @@ class StageWriter:
     def close(self, read_stats: ReadStats | dict) -> None:
         """Write the trailer (the end-of-stream marker the next stage insists on) and finish."""
         stats = read_stats.as_dict() if isinstance(read_stats, ReadStats) else read_stats
-        self._write_batch(_empty_batch(self.schema), {"unit_id": TRAILER_UNIT, "read": stats})
+        self._write_batch(empty_batch(self.schema), {"unit_id": TRAILER_UNIT, "read": stats})
         self._writer.close()
-
-
-def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)  # pa.array([]) imports pandas
 
 
 _PRODUCER = {"pairs": "mlmcorpus pairs", "segments": "mlmcorpus pairs", "masked": "mlmcorpus mask"}

@@ -19,7 +19,10 @@ from mlmcorpus.config import BuildConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import OutputError
 from mlmcorpus.pipeline import TokenizerSpec, build
 from mlmcorpus.readers import ReaderConfig, resolve_sources
-from mlmcorpus.writers import COLUMNS, make_writer
+from mlmcorpus import formats
+from mlmcorpus.formats.base import finish_shards
+from mlmcorpus.manifest import read_manifest
+from mlmcorpus.schema import COLUMNS, RowLayout
 
 from .conftest import ROOT, SAMPLE
 
@@ -225,12 +228,12 @@ def test_writer_bytes_do_not_depend_on_batching(tmp_path):
     for i, cuts in enumerate(([1000], [1, 2, 997], [333, 333, 334], [10] * 100)):
         out = tmp_path / str(i)
         out.mkdir()
-        w = make_writer(str(out), OutputConfig(shard_rows=300, row_group_rows=64), L, P, 500)
-        start = 0
-        for c in cuts:
-            w.write({k: v[start : start + c] for k, v in cols.items()})
-            start += c
-        infos = w.close()
+        with formats.get("parquet").writer(str(out), OutputConfig(shard_rows=300, row_group_rows=64), RowLayout(L, P, 500)) as w:
+            start = 0
+            for c in cuts:
+                w.write({k: v[start : start + c] for k, v in cols.items()})
+                start += c
+            infos = finish_shards(str(out), w.finish())
         assert [s.rows for s in infos] == [300, 300, 300, 100]
         digests.append([s.sha256 for s in infos])
     assert all(d == digests[0] for d in digests)
@@ -243,10 +246,10 @@ def test_shard_size_in_megabytes(runner, spm_model, tmp_path):
 
 
 def test_int32_ids_for_a_large_vocabulary(tmp_path):
-    from mlmcorpus.writers import id_dtype, output_schema
+    from mlmcorpus.schema import id_dtype
 
     assert id_dtype(65536) == np.uint16 and id_dtype(65537) == np.int32
-    assert output_schema(128, 20, 70000).field("input_ids").type == pa.list_(pa.int32(), 128)
+    assert RowLayout(128, 20, 70000).shard_schema().field("input_ids").type == pa.list_(pa.int32(), 128)
 
 
 # ------------------------------------------------------------------ build without a tokenizer, pipelines
@@ -353,7 +356,7 @@ def _shard_fails_while_others_write(task):
     """Stage 2 in a worker: shard 0 fails at once; shard 1 finishes its (long) write only later."""
     import time
 
-    from mlmcorpus.writers import ShardInfo
+    from mlmcorpus.manifest import ShardEntry
 
     if task.shard == 0:
         raise OSError(28, "No space left on device")
@@ -361,7 +364,7 @@ def _shard_fails_while_others_write(task):
     path = os.path.join(task.out_dir, f".tmp-train-{task.shard:05d}.parquet")
     with open(path, "wb") as f:  # the end of a shard write that outlived the failure
         f.write(b"PAR1")
-    return path, ShardInfo(os.path.basename(path), 1, 1)
+    return path, ShardEntry(os.path.basename(path), 1, 1)
 
 
 @pytest.mark.parametrize("stage", ["units", "shards"])
@@ -498,8 +501,9 @@ def test_library_build_api(tmp_path, spm_model):
     m = build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
               config=config, tokenizer=TokenizerSpec(str(spm_model)), workers=1)
     rows = read_rows(tmp_path / "lib")
-    assert rows["input_ids"].shape[1] == 64 and m["config"]["pairs"]["dupe_factor"] == 2
-    assert m["stats"]["units"] == 4
+    assert rows["input_ids"].shape[1] == 64 and m.config.pairs.dupe_factor == 2
+    assert m.stats["units"] == 4
+    assert m == read_manifest(str(tmp_path / "lib"))  # what was written reads back the same
 
 
 def test_hugging_face_datasets_reads_the_shards(built, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mlmcorpus.writers import from_numpy, numeric_values, to_arrow, to_numpy
+from mlmcorpus.formats.arrow import from_numpy, numeric_values, to_arrow, to_numpy
 
 from .conftest import ROOT, SAMPLE
 

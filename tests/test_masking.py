@@ -21,7 +21,12 @@ from scipy import stats
 
 from mlmcorpus.config import MaskConfig
 from mlmcorpus.errors import ConfigError, MlmCorpusError
-from mlmcorpus.writers import expand
+from mlmcorpus.schema import RowLayout
+
+
+def expand(columns):
+    """The shard columns of one unit's compact rows."""
+    return RowLayout(columns["input_ids"].shape[1], columns["masked_lm_positions"].shape[1], 30000).expand(columns)
 from mlmcorpus.masking import KIND_KEEP, KIND_MASK, KIND_RANDOM, MaskedBatch, mask_batch, num_to_predict
 from mlmcorpus.pairs import PairStats
 from mlmcorpus.pipeline import MaskVocab, PairedUnit, mask_unit

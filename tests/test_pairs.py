@@ -22,11 +22,10 @@ from mlmcorpus.pairs import (
     PairStats,
     Segments,
     assemble,
-    attention_mask,
     create_instances,
     split_segments,
-    token_type_ids,
 )
+from mlmcorpus.schema import attention_mask, token_type_ids
 from mlmcorpus.pipeline import Unit, iter_units, pair_unit
 from mlmcorpus.readers import Document, ReaderConfig, iter_documents, resolve_sources
 from mlmcorpus.rng import Purpose, unit_random

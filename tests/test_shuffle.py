@@ -146,7 +146,9 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
     from mlmcorpus.config import BuildConfig, MaskConfig, OutputConfig, PairConfig
     from mlmcorpus.engines.local import LocalPool
     from mlmcorpus.pairs import PairStats
-    from mlmcorpus.writers import make_writer
+    from mlmcorpus import formats
+    from mlmcorpus.formats.base import finish_shards
+    from mlmcorpus.schema import RowLayout
 
     monkeypatch.setattr(pl, "_STAGE2_READ_ROWS", 7)
     output = OutputConfig(format=fmt, shard_rows=130, row_group_rows=5, shuffle_buckets=16, shuffle_mb=0.02)
@@ -164,10 +166,10 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
     for u in units:
         sh.add(u.unit_id, u.columns)
     assert len(sh.groups) >= 3
-    writer = make_writer(str(seq), output, 16, 3, 100)
-    for cols in sh.drain():
-        writer.write(cols)
-    expected = writer.close()
+    with formats.get(fmt).writer(str(seq), output, RowLayout(16, 3, 100)) as writer:
+        for cols in sh.drain():
+            writer.write(cols)
+        expected = finish_shards(str(seq), writer.finish())
     sh.cleanup()
 
     assert len(shards) == len(expected) == -(-sum(40 + 3 * u for u in range(12)) // 130)

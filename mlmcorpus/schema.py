@@ -1,0 +1,216 @@
+"""What a row is: the one owner of column names, dtypes, shapes and Arrow schemas.
+
+A row travels in two forms.  The *compact* columns (:data:`COMPACT`) go between
+workers, the shuffle's spill files and the stage streams; the *shard* columns
+(:data:`COLUMNS`) are what trainers read, and follow from the compact ones
+(:meth:`RowLayout.expand`) at five times the bytes.  Writers, stages, the
+manifest and ``inspect --verify`` ask a :class:`RowLayout`; nobody else spells a
+column or a dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "FORMAT_VERSION",
+    "COLUMNS",
+    "COMPACT",
+    "PAIRED",
+    "RowLayout",
+    "ColumnType",
+    "id_dtype",
+    "labels_at",
+    "token_type_ids",
+    "attention_mask",
+    "segments_schema",
+]
+
+#: The version of the shard layout (columns, dtypes, manifest) a reader must understand.
+FORMAT_VERSION = 1
+
+#: Column order of every shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq.
+COLUMNS = (
+    "input_ids",  # ids[L]
+    "token_type_ids",  # int8[L]
+    "attention_mask",  # int8[L]
+    "labels",  # int64[L]: original id at masked positions, -100 elsewhere
+    "next_sentence_label",  # int64: 0 = B follows A, 1 = random
+    "masked_lm_positions",  # int32[P], ascending, 0-padded
+    "masked_lm_ids",  # ids[P], 0-padded
+)
+
+#: What travels between workers, stages and the shuffle; ``a_len`` is the length of segment A.
+COMPACT = ("input_ids", "lengths", "a_len", "next_sentence_label", "masked_lm_positions", "masked_lm_ids")
+
+#: The unmasked rows of the `pairs` stage stream (the compact columns before masking).
+PAIRED = ("input_ids", "lengths", "a_len", "next_sentence_label")
+
+#: Labels at positions that are not predicted (the value PyTorch's cross-entropy ignores).
+IGNORE_LABEL = -100
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """One column: element dtype and row width (0 = one value per row)."""
+
+    dtype: np.dtype
+    width: int
+
+    def arrow(self) -> pa.DataType:
+        t = pa.from_numpy_dtype(self.dtype)
+        return pa.list_(t, self.width) if self.width else t
+
+    def shape(self, rows: int) -> tuple[int, ...]:
+        return (rows, self.width) if self.width else (rows,)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dtype.itemsize * max(self.width, 1)
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else int32."""
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
+
+
+_I8, _I32, _I64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The columns of one corpus: ``max_seq_length`` tokens, ``max_predictions`` predictions,
+    ids of a ``vocab_size`` vocabulary."""
+
+    max_seq_length: int
+    max_predictions: int
+    vocab_size: int
+
+    @property
+    def ids(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+    # -- shard columns
+    def columns(self) -> dict[str, ColumnType]:
+        """The shard columns, in :data:`COLUMNS` order."""
+        L, P, ids = self.max_seq_length, self.max_predictions, self.ids
+        return {
+            "input_ids": ColumnType(ids, L),
+            "token_type_ids": ColumnType(_I8, L),
+            "attention_mask": ColumnType(_I8, L),
+            "labels": ColumnType(_I64, L),
+            "next_sentence_label": ColumnType(_I64, 0),
+            "masked_lm_positions": ColumnType(_I32, P),
+            "masked_lm_ids": ColumnType(ids, P),
+        }
+
+    @property
+    def row_bytes(self) -> int:
+        """Uncompressed bytes of one shard row."""
+        return sum(c.row_bytes for c in self.columns().values())
+
+    def shard_schema(self) -> pa.Schema:
+        """The explicit Arrow schema of a shard (never inferred from data)."""
+        fields = [pa.field(name, c.arrow(), nullable=False) for name, c in self.columns().items()]
+        return pa.schema(fields, metadata={b"mlmcorpus.format_version": str(FORMAT_VERSION).encode()})
+
+    def manifest_columns(self) -> dict[str, dict[str, object]]:
+        """The manifest's ``columns`` entry: dtype name and row shape of each shard column."""
+        return {name: {"dtype": c.dtype.name, "shape": [c.width] if c.width else []} for name, c in self.columns().items()}
+
+    # -- compact columns
+    def compact_types(self) -> dict[str, ColumnType]:
+        """The :data:`COMPACT` columns as workers, stage streams and the shuffle carry them."""
+        L, P, ids = self.max_seq_length, self.max_predictions, self.ids
+        return {
+            "input_ids": ColumnType(ids, L),
+            "lengths": ColumnType(_I32, 0),
+            "a_len": ColumnType(_I32, 0),
+            "next_sentence_label": ColumnType(_I8, 0),
+            "masked_lm_positions": ColumnType(_I32, P),
+            "masked_lm_ids": ColumnType(ids, P),
+        }
+
+    def compact(
+        self,
+        input_ids: np.ndarray,
+        lengths: np.ndarray,
+        a_len: np.ndarray,
+        next_sentence_label: np.ndarray,
+        masked_lm_positions: np.ndarray,
+        masked_lm_ids: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """One unit's masked rows as compact columns, in their dtypes."""
+        arrays = (input_ids, lengths, a_len, next_sentence_label, masked_lm_positions, masked_lm_ids)
+        return {name: arr.astype(t.dtype, copy=False) for (name, t), arr in zip(self.compact_types().items(), arrays)}
+
+    def expand(self, compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The shard columns (in their dtypes), plus ``lengths`` (int64), from the compact ones.
+
+        ``labels`` hold ``masked_lm_ids`` at ``masked_lm_positions`` (position 0, the
+        [CLS], marks padding) and -100 elsewhere; ``token_type_ids`` are 1 from the
+        token after the first [SEP] (at ``a_len + 1``) to the end; ``attention_mask``
+        is 1 on the first ``lengths`` tokens.
+        """
+        ids = compact["input_ids"]
+        L = ids.shape[1]
+        lengths = compact["lengths"].astype(np.int64)
+        a_len = compact["a_len"].astype(np.int64)
+        pos = compact["masked_lm_positions"].astype(np.int64)
+        cols = {
+            "input_ids": ids,
+            "token_type_ids": token_type_ids(lengths, a_len, L),
+            "attention_mask": attention_mask(lengths, L),
+            "labels": labels_at(pos, compact["masked_lm_ids"], pos > 0, L),
+            "next_sentence_label": compact["next_sentence_label"],
+            "masked_lm_positions": compact["masked_lm_positions"],
+            "masked_lm_ids": compact["masked_lm_ids"],
+        }
+        out = {name: cols[name].astype(t.dtype, copy=False) for name, t in self.columns().items()}
+        out["lengths"] = lengths
+        return out
+
+    # -- stage streams
+    def masked_stream_schema(self) -> pa.Schema:
+        """The `mask` stage's stream: the compact columns (`write` expands them)."""
+        return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.compact_types().items()])
+
+    def paired_types(self) -> dict[str, ColumnType]:
+        """The `pairs` stage's unmasked rows (int32 ids: the vocabulary is not narrowed yet)."""
+        return {
+            "input_ids": ColumnType(_I32, self.max_seq_length),
+            "lengths": ColumnType(_I32, 0),
+            "a_len": ColumnType(_I32, 0),
+            "next_sentence_label": ColumnType(_I8, 0),
+        }
+
+    def paired_stream_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.paired_types().items()])
+
+
+def segments_schema() -> pa.Schema:
+    """The `pairs` stage's stream when the seed is left to `mask`: token ids per segment, and its document."""
+    return pa.schema([pa.field("ids", pa.list_(pa.int32()), nullable=False), pa.field("doc", pa.int32(), nullable=False)])
+
+
+def labels_at(positions: np.ndarray, ids: np.ndarray, valid: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """int64[n, L] labels: ``ids`` at the ``valid`` entries of ``positions`` (int[n, P]), -100 elsewhere."""
+    n = len(positions)
+    labels = np.full((n, max_seq_length), IGNORE_LABEL, dtype=np.int64)
+    rows = np.broadcast_to(np.arange(n)[:, None], positions.shape)
+    labels[rows[valid], positions[valid]] = ids[valid]
+    return labels
+
+
+def token_type_ids(lengths: np.ndarray, a_len: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """int8[n, L]: 1 for B and the final [SEP], 0 elsewhere (including padding)."""
+    cols = np.arange(max_seq_length)[None, :]
+    return ((cols >= a_len[:, None] + 2) & (cols < lengths[:, None])).astype(np.int8)
+
+
+def attention_mask(lengths: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """int8[n, L]: 1 on real tokens, 0 on padding."""
+    return (np.arange(max_seq_length)[None, :] < lengths[:, None]).astype(np.int8)

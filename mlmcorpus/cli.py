@@ -196,7 +196,7 @@ def train_options(f: Callable) -> Callable:
 
 
 def _train_config(kw: dict, seed: int, threads: int | None = None) -> Any:
-    from mlmcorpus.tokenizer import TrainConfig
+    from mlmcorpus.tokenizers import TrainConfig
 
     return TrainConfig(
         model_type=kw.pop("model_type"),
@@ -736,7 +736,7 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
         mlmcorpus tokenizer train sample_data/ -o tok/spm --vocab-size 4000
         mlmcorpus tokenizer train wiki.jsonl.gz -o tok/wiki32k --model-type bpe
     """
-    from mlmcorpus.tokenizer import train_tokenizer
+    from mlmcorpus.tokenizers import train_tokenizer
 
     setup_logging(quiet)
     reader = _reader_config(kw)
@@ -789,7 +789,7 @@ def tokenizer_info(path: str, lowercase: bool | None, add_special_tokens: bool, 
         mlmcorpus tokenizer info bert-base-uncased_vocab.txt
         mlmcorpus tokenizer info tok/spm.model --json | jq .special_ids
     """
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(path, lowercase=lowercase, add_special_tokens=add_special_tokens)
     info = tok.info()
@@ -822,7 +822,7 @@ def tokenizer_encode(
         echo "The quick brown fox." | mlmcorpus tokenizer encode vocab.txt --pieces
         mlmcorpus tokenizer encode tok/spm.model < sentences.txt > ids.txt
     """
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(path, lowercase=lowercase, add_special_tokens=add_special_tokens)
     out = sys.stdout

@@ -1,6 +1,6 @@
 """Next-sentence-prediction instances, as in Google's ``create_pretraining_data.py``.
 
-The unit's token ids arrive as one flat array (:class:`~mlmcorpus.tokenizer.EncodedBatch`)
+The unit's token ids arrive as one flat array (:class:`~mlmcorpus.tokenizers.EncodedBatch`)
 with sentence offsets and per-document sentence ranges.  Sentences longer than
 ``max_seq_length - 3`` tokens are first cut into pieces of at most that length
 (counted), so nothing is dropped silently.  Every remaining piece is a
@@ -26,7 +26,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mlmcorpus.config import PairConfig
-from mlmcorpus.tokenizer import EncodedBatch, SpecialIds
+from mlmcorpus.tokenizers import EncodedBatch, SpecialIds
 
 __all__ = ["Segments", "Instances", "split_segments", "create_instances", "assemble", "PairStats"]
 

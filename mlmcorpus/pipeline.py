@@ -39,7 +39,7 @@ from mlmcorpus.runtime import release_memory
 from mlmcorpus.readers import Document, ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.rng import Purpose, unit_generator, unit_random
 from mlmcorpus.shuffle import SpillUnit, TwoStageShuffle, scatter
-from mlmcorpus.tokenizer import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
+from mlmcorpus.tokenizers import SpecialIds, Tokenizer, TrainConfig, load_tokenizer, train_tokenizer
 from mlmcorpus import formats
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, write_manifest

@@ -657,7 +657,7 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     """Print ``n`` decoded rows of shard ``shard_index``: A and B told apart, masked tokens as ⟦original→replacement⟧."""
     from rich.text import Text
 
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     corpus = open_corpus(corpus_path)
     if not 0 <= shard_index < len(corpus.shards):

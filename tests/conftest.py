@@ -29,7 +29,7 @@ def runner() -> CliRunner:
 def spm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small unigram model trained once on all of sample_data/ (English + Korean)."""
     from mlmcorpus.readers import ReaderConfig, iter_documents, iter_sentences, resolve_sources
-    from mlmcorpus.tokenizer import TrainConfig, train_tokenizer
+    from mlmcorpus.tokenizers import TrainConfig, train_tokenizer
 
     prefix = tmp_path_factory.mktemp("tok") / "spm"
     sources = resolve_sources([str(SAMPLE)])

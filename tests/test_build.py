@@ -480,7 +480,7 @@ def test_degenerate_input_is_an_error_not_an_empty_corpus(runner, spm_model, tmp
 
 def test_unk_is_masked_like_any_token(tmp_path):
     from mlmcorpus.pipeline import MaskVocab
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n")

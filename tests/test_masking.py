@@ -271,7 +271,7 @@ def test_mask_unit_is_keyed_by_seed_and_unit_id():
 
 @requires_shared
 def test_mask_vocab_of_bert_vocab_protects_specials_and_excludes_them_from_random():
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(str(SHARED / "tokenizers" / "bert-base-uncased_vocab.txt"))
     vocab = MaskVocab.of(tok)

@@ -29,7 +29,7 @@ from mlmcorpus.schema import attention_mask, token_type_ids
 from mlmcorpus.pipeline import Unit, iter_units, pair_unit
 from mlmcorpus.readers import Document, ReaderConfig, iter_documents, resolve_sources
 from mlmcorpus.rng import Purpose, unit_random
-from mlmcorpus.tokenizer import EncodedBatch, SpecialIds, load_tokenizer
+from mlmcorpus.tokenizers import EncodedBatch, SpecialIds, load_tokenizer
 
 from . import google_reference as ref
 from .conftest import SAMPLE

@@ -85,7 +85,7 @@ def test_build_shuffles_by_default_and_keeps_order_on_request(runner, spm_model,
     assert not any(name.startswith(".tmp") for name in os.listdir(tmp_path / "mixed"))
     # sample_data is read English first, Korean last: in input order the first shard is English
     # only; shuffled, it holds Korean rows in about the corpus-wide share.
-    from mlmcorpus.tokenizer import load_tokenizer
+    from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(str(spm_model))
     hangul = np.array([any("\uac00" <= ch <= "\ud7a3" for ch in tok.id_to_piece(i)) for i in range(tok.vocab_size)])

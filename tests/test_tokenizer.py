@@ -14,7 +14,7 @@ import sentencepiece as spm
 
 from mlmcorpus.errors import TokenizerError
 from mlmcorpus.readers import ReaderConfig, iter_documents, iter_sentences, resolve_sources
-from mlmcorpus.tokenizer import (
+from mlmcorpus.tokenizers import (
     EncodedBatch,
     TrainConfig,
     hangul_preserving_nfkc_rules,
@@ -324,7 +324,7 @@ def test_too_small_vocab_names_the_options(tmp_path):
 
 
 def test_reservoir_sample_is_uniform_and_seeded():
-    from mlmcorpus.tokenizer import reservoir_sample
+    from mlmcorpus.tokenizers.train import reservoir_sample
 
     assert reservoir_sample(iter("abc"), 5, np.random.default_rng(0)) == ["a", "b", "c"]
     one = reservoir_sample(map(str, range(1000)), 10, np.random.default_rng(1))

@@ -379,7 +379,7 @@ def tokenizer_load_options(f: Callable) -> Callable:
 
 def _tokenizer_spec(path: str | None, kw: dict) -> tuple[Any, Any]:
     """(TokenizerSpec, loaded tokenizer) for --tokenizer, or (None, None) to train one."""
-    from mlmcorpus.pipeline import TokenizerSpec
+    from mlmcorpus.tokenizers import TokenizerSpec
 
     lowercase, add = kw.pop("lowercase"), kw.pop("add_special_tokens")
     if path is None:
@@ -505,7 +505,9 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     """
     from mlmcorpus.config import DEFAULT_SEED, BuildConfig
     from mlmcorpus.engines.local import default_workers, map_ordered
-    from mlmcorpus.pipeline import init_worker, iter_units, pair_only, segment_only, tokenizer_record
+    from mlmcorpus.manifest import tokenizer_record
+    from mlmcorpus.pipeline import init_worker, pair_only, segment_only
+    from mlmcorpus.units import iter_units
     from mlmcorpus.stages import StageWriter
     _tune_gc()
 
@@ -553,7 +555,9 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
         mlmcorpus pairs docs.jsonl --tokenizer spm.model | mlmcorpus mask --seed 7 | mlmcorpus write out/
     """
     from mlmcorpus.config import DEFAULT_SEED, BuildConfig
-    from mlmcorpus.pipeline import MaskVocab, TokenizerSpec, instances_of, mask_unit
+    from mlmcorpus.masking import MaskVocab
+    from mlmcorpus.objective import instances_of, mask_unit
+    from mlmcorpus.tokenizers import TokenizerSpec
     from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage, segmented_from
     _tune_gc()
 
@@ -605,7 +609,8 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     from mlmcorpus.config import BuildConfig
     from mlmcorpus import outdir
     from mlmcorpus.manifest import new_manifest, write_manifest
-    from mlmcorpus.pipeline import BuildStats, write_shards
+    from mlmcorpus.pipeline import write_shards
+    from mlmcorpus.units import BuildStats
     from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
     _tune_gc()
 

@@ -43,8 +43,14 @@ class PairConfig:
     short_seq_prob: float = 0.1
     dupe_factor: int = 1
     random_next_prob: float = 0.5
+    #: What an instance is: a name in :mod:`mlmcorpus.tasks`.
+    task: str = "nsp"
 
     def __post_init__(self) -> None:
+        from mlmcorpus import tasks
+
+        if self.task not in tasks.NAMES:
+            raise ConfigError(f"--pair-task: expected one of {', '.join(tasks.NAMES)}, got {self.task!r}")
         if not 8 <= self.max_seq_length <= 32768:
             raise ConfigError(f"--max-seq-length: must be between 8 and 32768, got {self.max_seq_length}")
         if not 0.0 <= self.short_seq_prob <= 1.0:
@@ -70,8 +76,14 @@ class MaskConfig:
     masked_lm_prob: float = 0.15
     max_predictions_per_seq: int = 20
     mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    #: How positions are chosen: a name in :mod:`mlmcorpus.masking`.
+    masking: str = "token"
 
     def __post_init__(self) -> None:
+        from mlmcorpus import masking
+
+        if self.masking not in masking.NAMES:
+            raise ConfigError(f"--masking: expected one of {', '.join(masking.NAMES)}, got {self.masking!r}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ConfigError(f"--masked-lm-prob: must be in (0, 1), got {self.masked_lm_prob}")
         if self.max_predictions_per_seq < 1:

@@ -16,14 +16,17 @@ import json
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlmcorpus import __version__, formats, outdir
 from mlmcorpus.config import BuildConfig
 from mlmcorpus.errors import ConfigError, InputError, OutputError
 from mlmcorpus.schema import FORMAT_VERSION, RowLayout
 
-__all__ = ["Manifest", "ShardEntry", "write_manifest", "read_manifest", "safe_join", "library_versions"]
+if TYPE_CHECKING:
+    from mlmcorpus.tokenizers import Tokenizer, TokenizerSpec
+
+__all__ = ["Manifest", "ShardEntry", "write_manifest", "read_manifest", "safe_join", "library_versions", "tokenizer_record"]
 
 #: Bounds on sizes read from an untrusted manifest (allocations follow from them).
 MAX_SEQ_LENGTH = 32768
@@ -59,7 +62,7 @@ class Manifest:
     ``config`` is the build's configuration; ``reader`` the reader options as recorded
     (None when the input came through a stage stream without them).  ``tokenizer`` is
     the tokenizer's record (kind, path, vocab_size, special_ids, sha256, …); ``stats``
-    what the build counted (:meth:`mlmcorpus.pipeline.BuildStats.as_dict`); ``totals``
+    what the build counted (:meth:`mlmcorpus.units.BuildStats.as_dict`); ``totals``
     the claimed sums over the shards.
     """
 
@@ -131,6 +134,20 @@ def new_manifest(
         "bytes": sum(s.bytes or 0 for s in shards),
     }
     return Manifest(config, reader, sources, tokenizer, shards, stats, totals, library_versions(), pairs_seed)
+
+
+def tokenizer_record(tok: Tokenizer, spec: TokenizerSpec, trained: bool, out_dir: str | None = None) -> dict[str, Any]:
+    """The manifest's tokenizer entry; the path is relative to ``out_dir`` when the file lives there."""
+    info = tok.info()
+    path = os.path.abspath(tok.path)
+    if out_dir is not None and os.path.dirname(path) == os.path.abspath(out_dir):
+        info["path"] = os.path.basename(path)
+    else:
+        info["path"] = path
+    info["trained_by_build"] = trained
+    if spec.lowercase is not None:
+        info["lowercase_option"] = spec.lowercase
+    return info
 
 
 def write_manifest(out_dir: str, manifest: Manifest) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from mlmcorpus.errors import InputError
-from mlmcorpus.pairs import PairStats, Segments
-from mlmcorpus.pipeline import MaskedUnit, PairedUnit, SegmentedUnit
+from mlmcorpus.segments import Segments
+from mlmcorpus.units import MaskedUnit, PairedUnit, PairStats, SegmentedUnit
 from mlmcorpus.readers import ReadStats
 from mlmcorpus.formats.arrow import empty_batch, from_numpy, numeric_values, to_arrow, to_numpy
 from mlmcorpus.schema import COMPACT, RowLayout, segments_schema

@@ -23,7 +23,7 @@ Deliberate omissions and differences:
 * **No document shuffle, no dupe loop.**  :func:`create_instances` is one pass
   over the documents in their given order (the reference shuffles all
   documents once, then makes ``dupe_factor`` passes; mlmcorpus makes each pass
-  with its own generator, see ``pipeline.pair_unit``).
+  with its own generator, see ``objective.pair_unit``).
 * **Long sentences** (``split_long=True``, mlmcorpus' behaviour): segments
   longer than ``max_seq_length - 3`` are first cut into consecutive pieces of at
   most that length (:func:`split_long_segments`); the reference keeps them whole

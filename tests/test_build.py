@@ -17,7 +17,8 @@ import pytest
 from mlmcorpus.cli import cli
 from mlmcorpus.config import BuildConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import OutputError
-from mlmcorpus.pipeline import TokenizerSpec, build
+from mlmcorpus.pipeline import build
+from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.readers import ReaderConfig, resolve_sources
 from mlmcorpus import formats
 from mlmcorpus.formats.base import finish_shards
@@ -143,7 +144,8 @@ def test_parquet_schema_and_names(built):
 def test_manifest_matches_the_files(built, spm_model):
     out, m = built
     assert m["format_version"] == 1 and m["seed"] == 12345
-    assert m["config"]["pairs"] == {"max_seq_length": 128, "short_seq_prob": 0.1, "dupe_factor": 1, "random_next_prob": 0.5}
+    assert m["config"]["pairs"] == {"max_seq_length": 128, "short_seq_prob": 0.1, "dupe_factor": 1, "random_next_prob": 0.5, "task": "nsp"}
+    assert m["config"]["mask"]["masking"] == "token"
     assert m["config"]["units"]["pool_docs"] == 25
     assert m["tokenizer"]["sha256"] == hashlib.sha256(Path(spm_model).read_bytes()).hexdigest()
     assert m["tokenizer"]["vocab_size"] == 2000 and m["tokenizer"]["special_ids"]["mask"] == 4
@@ -479,7 +481,7 @@ def test_degenerate_input_is_an_error_not_an_empty_corpus(runner, spm_model, tmp
 
 
 def test_unk_is_masked_like_any_token(tmp_path):
-    from mlmcorpus.pipeline import MaskVocab
+    from mlmcorpus.masking import MaskVocab
     from mlmcorpus.tokenizers import load_tokenizer
 
     vocab = tmp_path / "vocab.txt"

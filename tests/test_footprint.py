@@ -156,7 +156,8 @@ def default_gc():
 def test_pool_workers_tune_the_collector(default_gc, spm_model):
     from mlmcorpus.config import BuildConfig
     from mlmcorpus.engines.local import LocalPool
-    from mlmcorpus.pipeline import TokenizerSpec, init_worker
+    from mlmcorpus.pipeline import init_worker
+    from mlmcorpus.tokenizers import TokenizerSpec
 
     with LocalPool(2, init_worker, (TokenizerSpec(str(spm_model)), BuildConfig(), None)) as pool:
         states = list(pool.map(_gc_state, range(4)))
@@ -169,7 +170,8 @@ def test_library_and_in_process_cli_callers_keep_their_collector(default_gc, tmp
 
     from mlmcorpus.cli import cli
     from mlmcorpus.config import BuildConfig, OutputConfig
-    from mlmcorpus.pipeline import TokenizerSpec, build
+    from mlmcorpus.pipeline import build
+    from mlmcorpus.tokenizers import TokenizerSpec
     from mlmcorpus.readers import ReaderConfig, resolve_sources
 
     build(resolve_sources([str(SAMPLE / "ko_wiki.jsonl")]), str(tmp_path / "lib"), reader=ReaderConfig(),
@@ -215,7 +217,8 @@ def _sigint_handler(_: object) -> str:
 
 def _library_build_in_a_child(args: tuple[str, str]) -> str:
     from mlmcorpus.config import BuildConfig
-    from mlmcorpus.pipeline import TokenizerSpec, build
+    from mlmcorpus.pipeline import build
+    from mlmcorpus.tokenizers import TokenizerSpec
     from mlmcorpus.readers import ReaderConfig, resolve_sources
 
     out, model = args

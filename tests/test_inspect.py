@@ -15,7 +15,8 @@ import pytest
 
 from mlmcorpus.cli import cli
 from mlmcorpus.config import BuildConfig, MaskConfig, OutputConfig, UnitConfig
-from mlmcorpus.pipeline import TokenizerSpec, build
+from mlmcorpus.pipeline import build
+from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.readers import ReaderConfig, resolve_sources
 from mlmcorpus.report import ALPHA, chi_square, inspect_corpus
 
@@ -206,14 +207,14 @@ def test_truncated_shard_is_reported_not_a_traceback(runner, corpus):
 
 def test_wrong_mask_ratio_fails_the_statistical_check(runner, spm_model, tmp_path, monkeypatch):
     """A corpus masked 50/25/25 while its manifest claims 80/10/10 (forced through the API)."""
-    import mlmcorpus.pipeline as pipeline
+    import mlmcorpus.masking.tokens as tokens
 
-    real = pipeline.mask_batch
+    real = tokens.mask_batch
 
     def skewed(ids, lengths, special, mask_id, random_ids, config, rng):
         return real(ids, lengths, special, mask_id, random_ids, MaskConfig(mask_ratios=(0.5, 0.25, 0.25)), rng)
 
-    monkeypatch.setattr(pipeline, "mask_batch", skewed)
+    monkeypatch.setattr(tokens, "mask_batch", skewed)
     make_corpus(tmp_path / "skewed", spm_model)
     monkeypatch.undo()
     report = inspect_corpus(str(tmp_path / "skewed"), verify=True)

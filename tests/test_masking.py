@@ -28,8 +28,9 @@ def expand(columns):
     """The shard columns of one unit's compact rows."""
     return RowLayout(columns["input_ids"].shape[1], columns["masked_lm_positions"].shape[1], 30000).expand(columns)
 from mlmcorpus.masking import KIND_KEEP, KIND_MASK, KIND_RANDOM, MaskedBatch, mask_batch, num_to_predict
-from mlmcorpus.pairs import PairStats
-from mlmcorpus.pipeline import MaskVocab, PairedUnit, mask_unit
+from mlmcorpus.masking import MaskVocab
+from mlmcorpus.objective import mask_unit
+from mlmcorpus.units import PairedUnit, PairStats
 from mlmcorpus.rng import Purpose, unit_generator
 
 from .conftest import SHARED, requires_shared
@@ -573,7 +574,7 @@ def test_mask_config_rejects_nan_ratios(ratios):
 def test_choosing_in_row_chunks_gives_the_same_masks(monkeypatch, max_pred):
     """Positions are chosen chunk by chunk (bounded temporaries); the result must not depend on
     the chunk size: the keys are one stream drawn in row order."""
-    from mlmcorpus import masking
+    from mlmcorpus.masking import tokens as masking
 
     rng = np.random.default_rng(3)
     n, L = 700, 64

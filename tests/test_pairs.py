@@ -1,4 +1,4 @@
-"""NSP instances (mlmcorpus.pairs) against a port of Google's reference, plus properties.
+"""NSP instances (mlmcorpus.tasks.nsp) against a port of Google's reference, plus properties.
 
 The reference port lives in ``tests/google_reference.py`` (no masking, one pass,
 no document shuffle; see its docstring for where mlmcorpus deliberately differs).
@@ -17,16 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlmcorpus.config import BuildConfig, PairConfig, UnitConfig
-from mlmcorpus.pairs import (
-    Instances,
-    PairStats,
-    Segments,
-    assemble,
-    create_instances,
-    split_segments,
-)
+from mlmcorpus.segments import Segments, split_segments
+from mlmcorpus.tasks.nsp import Instances, assemble, create_instances
+from mlmcorpus.units import PairStats
 from mlmcorpus.schema import attention_mask, token_type_ids
-from mlmcorpus.pipeline import Unit, iter_units, pair_unit
+from mlmcorpus.objective import pair_unit
+from mlmcorpus.units import Unit, iter_units
 from mlmcorpus.readers import Document, ReaderConfig, iter_documents, resolve_sources
 from mlmcorpus.rng import Purpose, unit_random
 from mlmcorpus.tokenizers import EncodedBatch, SpecialIds, load_tokenizer

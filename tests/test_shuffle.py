@@ -145,7 +145,7 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
     import mlmcorpus.pipeline as pl
     from mlmcorpus.config import BuildConfig, MaskConfig, OutputConfig, PairConfig
     from mlmcorpus.engines.local import LocalPool
-    from mlmcorpus.pairs import PairStats
+    from mlmcorpus.units import BuildStats, MaskedUnit, PairStats
     from mlmcorpus import formats
     from mlmcorpus.formats.base import finish_shards
     from mlmcorpus.schema import RowLayout
@@ -153,12 +153,12 @@ def test_parallel_stage_two_writes_what_one_sequential_writer_would(tmp_path, mo
     monkeypatch.setattr(pl, "_STAGE2_READ_ROWS", 7)
     output = OutputConfig(format=fmt, shard_rows=130, row_group_rows=5, shuffle_buckets=16, shuffle_mb=0.02)
     config = BuildConfig(pairs=PairConfig(max_seq_length=16), mask=MaskConfig(max_predictions_per_seq=3), output=output, seed=9)
-    units = [pl.MaskedUnit(u, _compact_rows(u, 40 + 3 * u), PairStats(), np.zeros(3, np.int64)) for u in range(12)]
+    units = [MaskedUnit(u, _compact_rows(u, 40 + 3 * u), PairStats(), np.zeros(3, np.int64)) for u in range(12)]
 
     par = tmp_path / "parallel"
     par.mkdir()
     with LocalPool(2) as pool:
-        shards = pl.write_shards(iter(units), str(par), config, 100, pl.BuildStats(), pool=pool)
+        shards = pl.write_shards(iter(units), str(par), config, 100, BuildStats(), pool=pool)
 
     seq = tmp_path / "sequential"
     seq.mkdir()

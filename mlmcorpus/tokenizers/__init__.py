@@ -10,6 +10,7 @@ names; each kind, the interface and training live in their own modules.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from mlmcorpus.errors import ConfigError, TokenizerError
 from mlmcorpus.hashing import sha256_file as file_sha256
@@ -28,6 +29,7 @@ __all__ = [
     "train_tokenizer",
     "hangul_preserving_nfkc_rules",
     "file_sha256",
+    "TokenizerSpec",
 ]
 
 
@@ -77,3 +79,15 @@ def _resolve_tokenizer_path(path: str) -> str:
     if os.path.isfile(path + ".model"):
         return path + ".model"
     raise TokenizerError(f"{path}: no such tokenizer file")
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How to load the tokenizer (in this process or a worker)."""
+
+    path: str
+    lowercase: bool | None = None
+    add_special_tokens: bool = False
+
+    def load(self, threads: int = 1) -> Tokenizer:
+        return load_tokenizer(self.path, lowercase=self.lowercase, add_special_tokens=self.add_special_tokens, threads=threads)

@@ -12,40 +12,14 @@ with ``argpartition``, no full sort — and each chosen position becomes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from mlmcorpus.config import MaskConfig
-from mlmcorpus.schema import labels_at
+from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
 
-__all__ = ["MaskedBatch", "mask_batch", "num_to_predict", "KIND_MASK", "KIND_RANDOM", "KIND_KEEP"]
+__all__ = ["TokenMasking", "mask_batch", "num_to_predict", "KIND_MASK", "KIND_RANDOM", "KIND_KEEP"]
 
 KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class MaskedBatch:
-    """Masked rows and what was predicted.
-
-    ``input_ids`` int32[n, L] (masked); ``masked_lm_positions`` int32[n, P] ascending,
-    padded with 0 (in the pipeline position 0 is ``[CLS]``, never masked);
-    ``masked_lm_ids`` int32[n, P]: original ids, padded with 0; ``counts``: how many
-    positions became [MASK] / random / stayed (int64[3]); ``labels`` (int64[n, L]:
-    the original id at masked positions, -100 elsewhere) is built on request.
-    """
-
-    input_ids: np.ndarray
-    masked_lm_positions: np.ndarray
-    masked_lm_ids: np.ndarray
-    counts: np.ndarray
-    num_masked: np.ndarray  # int64[n]: the first num_masked[i] entries of row i's positions/ids are real
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Built on demand (the pipeline keeps only positions and ids; shards get labels from them)."""
-        valid = np.arange(self.masked_lm_positions.shape[1])[None, :] < self.num_masked[:, None]
-        return labels_at(self.masked_lm_positions, self.masked_lm_ids, valid, self.input_ids.shape[1])
 
 
 def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
@@ -122,3 +96,12 @@ def mask_batch(
     ids[:, :kk] = np.where(valid, originals, 0)
     counts = np.bincount(kind[valid], minlength=3).astype(np.int64)
     return MaskedBatch(out, positions, ids, counts, k)
+
+
+class TokenMasking(MaskingPolicy):
+    """BERT's per-token masking (``--masking token``)."""
+
+    name = "token"
+
+    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:
+        return mask_batch(input_ids, lengths, vocab.special_ids, vocab.mask_id, vocab.random_ids, config, rng)

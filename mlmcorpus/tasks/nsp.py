@@ -1,15 +1,8 @@
 """Next-sentence-prediction instances, as in Google's ``create_pretraining_data.py``.
 
-The unit's token ids arrive as one flat array (:class:`~mlmcorpus.tokenizers.EncodedBatch`)
-with sentence offsets and per-document sentence ranges.  Sentences longer than
-``max_seq_length - 3`` tokens are first cut into pieces of at most that length
-(counted), so nothing is dropped silently.  Every remaining piece is a
-*segment*; the segments of one document are contiguous in the flat array,
-which lets an instance be described by two (start, length) ranges.
-
-:func:`create_instances` then runs the reference algorithm (DESIGN.md §3) on
-segment lengths only — drawing from ``random.Random`` in exactly the reference's
-call order — and assembles the ``[CLS] A [SEP] B [SEP]`` rows with NumPy.
+:func:`create_instances` runs the reference algorithm (DESIGN.md §3) on segment
+lengths only — drawing from ``random.Random`` in exactly the reference's call
+order — and :func:`assemble` builds the ``[CLS] A [SEP] B [SEP]`` rows with NumPy.
 Random next sentences come from another document of the same unit (the
 bounded pool); a unit with a single document takes B from a distant part of
 that document and counts it.
@@ -18,92 +11,20 @@ that document and counts it.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mlmcorpus.config import PairConfig
-from mlmcorpus.tokenizers import EncodedBatch, SpecialIds
+from mlmcorpus.config import BuildConfig, PairConfig
+from mlmcorpus.rng import Purpose, unit_generator, unit_random
+from mlmcorpus.segments import Segments
+from mlmcorpus.tasks.base import Task
+from mlmcorpus.tokenizers import SpecialIds
+from mlmcorpus.units import PairedUnit, PairStats, SegmentedUnit
 
-__all__ = ["Segments", "Instances", "split_segments", "create_instances", "assemble", "PairStats"]
-
-
-@dataclass
-class PairStats:
-    """Counts from pairing one unit (summed over units by the pipeline)."""
-
-    documents: int = 0
-    sentences: int = 0
-    tokens: int = 0
-    instances: int = 0
-    random_next: int = 0
-    counts: Counter = field(default_factory=Counter)
-
-    def merge(self, other: PairStats) -> None:
-        self.documents += other.documents
-        self.sentences += other.sentences
-        self.tokens += other.tokens
-        self.instances += other.instances
-        self.random_next += other.random_next
-        self.counts.update(other.counts)
-
-
-@dataclass(frozen=True)
-class Segments:
-    """Segments of a unit: ``ids[start[k]:start[k] + length[k]]``; document d owns ``doc_lo[d]:doc_hi[d]``.
-
-    ``ids``: int32[total]; ``start``/``length``: int64[n_segments]; only
-    documents with at least one segment are kept.
-    """
-
-    ids: np.ndarray
-    start: np.ndarray
-    length: np.ndarray
-    doc_lo: np.ndarray
-    doc_hi: np.ndarray
-
-    @property
-    def num_docs(self) -> int:
-        return len(self.doc_lo)
-
-
-def split_segments(
-    batch: EncodedBatch, doc_sentence_offsets: Sequence[int] | np.ndarray, max_num_tokens: int, stats: PairStats
-) -> Segments:
-    """Turn tokenised sentences into segments of at most ``max_num_tokens`` tokens.
-
-    ``doc_sentence_offsets`` (length n_docs + 1) gives each document's range of
-    sentences in ``batch``.  Long sentences are cut into consecutive pieces;
-    sentences with no tokens vanish; documents left empty are dropped (counted).
-    """
-    lengths = batch.lengths
-    pieces = -(-lengths // max_num_tokens)  # ceil; 0 for empty sentences
-    n_segments = int(pieces.sum())
-    sentence_of = np.repeat(np.arange(len(lengths)), pieces)
-    first_piece = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(pieces, out=first_piece[1:])
-    j = np.arange(n_segments) - first_piece[sentence_of]
-    start = batch.offsets[sentence_of] + j * max_num_tokens
-    end = np.minimum(start + max_num_tokens, batch.offsets[sentence_of + 1])
-    doc_off = np.asarray(doc_sentence_offsets, dtype=np.int64)
-    seg_doc_lo = first_piece[doc_off[:-1]]
-    seg_doc_hi = first_piece[doc_off[1:]]
-    nonempty = seg_doc_hi > seg_doc_lo
-    long_sentences = int(np.count_nonzero(pieces > 1))
-    if long_sentences:
-        stats.counts["long_sentences_split"] += long_sentences
-    empty_sentences = int(np.count_nonzero(lengths == 0))
-    if empty_sentences:
-        stats.counts["empty_sentences_after_tokenizing"] += empty_sentences
-    if not nonempty.all():
-        stats.counts["empty_documents_after_tokenizing"] += int(np.count_nonzero(~nonempty))
-    stats.documents += int(np.count_nonzero(nonempty))
-    stats.sentences += int(np.count_nonzero(lengths))
-    stats.tokens += int(lengths.sum())
-    return Segments(batch.ids, start, end - start, seg_doc_lo[nonempty], seg_doc_hi[nonempty])
+__all__ = ["NspTask", "Instances", "create_instances", "concat_instances", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -298,3 +219,21 @@ def assemble(ids: np.ndarray, inst: Instances, max_seq_length: int, special: Spe
     out[rows, la + 1] = special.sep
     out[rows, lengths - 1] = special.sep
     return out, lengths, la.copy()
+
+
+class NspTask(Task):
+    """BERT's pairs: ``dupe_factor`` passes of the reference algorithm, shuffled within the unit."""
+
+    name = "nsp"
+
+    def instances(self, seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
+        pc = config.pairs
+        passes = []
+        for p in range(pc.dupe_factor):
+            rng = unit_random(config.seed, seg.unit_id, Purpose.PAIRS, p)
+            passes.append(create_instances(seg.segments, pc, rng, seg.stats))
+        inst = concat_instances(passes)
+        order = unit_generator(config.seed, seg.unit_id, Purpose.SHUFFLE).permutation(len(inst))
+        inst = inst.take(order)
+        ids, lengths, a_len = assemble(seg.segments.ids, inst, pc.max_seq_length, special)
+        return PairedUnit(seg.unit_id, ids, lengths, a_len, inst.is_random_next, seg.stats)

@@ -1,0 +1,40 @@
+"""Masking policies by name (``MaskConfig.masking``): how positions are chosen and replaced.
+
+A new policy is a module with a :class:`~mlmcorpus.masking.base.MaskingPolicy` and an entry
+in :data:`_REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mlmcorpus.errors import ConfigError
+from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
+from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, mask_batch, num_to_predict
+
+__all__ = [
+    "NAMES",
+    "get",
+    "MaskingPolicy",
+    "MaskedBatch",
+    "MaskVocab",
+    "mask_batch",
+    "num_to_predict",
+    "KIND_MASK",
+    "KIND_RANDOM",
+    "KIND_KEEP",
+]
+
+_REGISTRY = {"token": ("mlmcorpus.masking.tokens", "TokenMasking")}
+NAMES = tuple(_REGISTRY)
+_LOADED: dict[str, MaskingPolicy] = {}
+
+
+def get(name: str) -> MaskingPolicy:
+    if name not in _LOADED:
+        try:
+            module, cls = _REGISTRY[name]
+        except KeyError:
+            raise ConfigError(f"unknown masking policy {name!r} (known: {', '.join(NAMES)})") from None
+        _LOADED[name] = getattr(importlib.import_module(module), cls)()
+    return _LOADED[name]

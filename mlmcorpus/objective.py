@@ -1,0 +1,50 @@
+"""An objective: a pair task + a masking policy + the row layout they imply, applied to one unit.
+
+The one place that combines the registries of :mod:`mlmcorpus.tasks` and
+:mod:`mlmcorpus.masking` (chosen by ``PairConfig.task`` and ``MaskConfig.masking``) with
+:class:`~mlmcorpus.schema.RowLayout`.  Pure functions of (unit, config, seed).
+"""
+
+from __future__ import annotations
+
+from mlmcorpus import masking, tasks
+from mlmcorpus.config import BuildConfig, MaskConfig
+from mlmcorpus.masking import MaskVocab
+from mlmcorpus.rng import Purpose, unit_generator
+from mlmcorpus.schema import RowLayout
+from mlmcorpus.segments import segment_unit
+from mlmcorpus.tokenizers import SpecialIds, Tokenizer
+from mlmcorpus.units import MaskedUnit, PairedUnit, SegmentedUnit, Unit
+
+__all__ = ["layout_of", "instances_of", "pair_unit", "mask_unit", "unit_rows"]
+
+
+def layout_of(config: BuildConfig, vocab_size: int) -> RowLayout:
+    """The columns a build with ``config`` writes."""
+    return RowLayout(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+
+
+def instances_of(seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
+    """The unmasked rows of a segmented unit, by the configured task."""
+    return tasks.get(config.pairs.task).instances(seg, config, special)
+
+
+def pair_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> PairedUnit:
+    """Tokenise, segment and pair one unit."""
+    return instances_of(segment_unit(unit, tokenizer, config), config, tokenizer.special_ids)
+
+
+def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, seed: int) -> MaskedUnit:
+    """Mask a paired unit by the configured policy, with the unit's own generator."""
+    rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
+    m = masking.get(mask_config.masking).mask(paired.input_ids, paired.lengths, vocab, mask_config, rng)
+    layout = RowLayout(paired.input_ids.shape[1], mask_config.max_predictions_per_seq, vocab.vocab_size)
+    columns = layout.compact(
+        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label, m.masked_lm_positions, m.masked_lm_ids
+    )
+    return MaskedUnit(paired.unit_id, columns, paired.stats, m.counts)
+
+
+def unit_rows(unit: Unit, tokenizer: Tokenizer, vocab: MaskVocab, config: BuildConfig) -> MaskedUnit:
+    """One unit's finished rows: tokenise, segment, pair, mask."""
+    return mask_unit(pair_unit(unit, tokenizer, config), vocab, config.mask, config.seed)

@@ -506,7 +506,7 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     from mlmcorpus.config import DEFAULT_SEED, BuildConfig
     from mlmcorpus.engines.local import default_workers, map_ordered
     from mlmcorpus.manifest import tokenizer_record
-    from mlmcorpus.pipeline import init_worker, pair_only, segment_only
+    from mlmcorpus.pipeline import PairJob
     from mlmcorpus.units import iter_units
     from mlmcorpus.stages import StageWriter
     _tune_gc()
@@ -527,10 +527,10 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     stats = ReadStats()
     stage = "segments" if seed is None else "pairs"
     out = StageWriter(sys.stdout.buffer, stage, header)
-    job = segment_only if seed is None else pair_only
+    job = PairJob(spec, config, segments_only=seed is None)
     write_unit: Callable[[Any], None] = out.write_segmented if seed is None else out.write_paired
     docs = iter_documents(srcs, reader, stats, parts=True)
-    for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), init_worker, (spec, config)):
+    for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), job.warm):
         write_unit(result)
     out.close(stats)
     sys.stdout.buffer.flush()

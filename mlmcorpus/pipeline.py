@@ -15,6 +15,7 @@ same bytes for any number of workers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ import numpy as np
 
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import BuildConfig
-from mlmcorpus.engines.local import LocalPool
+from mlmcorpus.engines import Engine, LocalPool
 from mlmcorpus.errors import InputError, OutputError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
@@ -34,51 +35,68 @@ from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sent
 from mlmcorpus.runtime import release_memory
 from mlmcorpus.segments import segment_unit
 from mlmcorpus.shuffle import TwoStageShuffle, scatter
-from mlmcorpus.tokenizers import TokenizerSpec, TrainConfig, train_tokenizer
+from mlmcorpus.tokenizers import Tokenizer, TokenizerSpec, TrainConfig, train_tokenizer
 from mlmcorpus.units import BuildStats, MaskedUnit, PairedUnit, SegmentedUnit, Unit, iter_units
 
 log = logging.getLogger("mlmcorpus")
 
-__all__ = ["process_unit", "write_shards", "build"]
+__all__ = ["UnitJob", "PairJob", "write_shards", "build"]
 
 
-# Per-process state of a worker: the tokenizer is loaded once, not per unit.
-_WORKER: dict = {}
-
-
-def init_worker(spec: TokenizerSpec, config: BuildConfig, spill_dir: str | None = None) -> None:
-    """Load the tokenizer once per worker; with ``spill_dir`` units also do the shuffle's stage 1."""
+@functools.lru_cache(maxsize=4)
+def _loaded(spec: TokenizerSpec) -> tuple[Tokenizer, MaskVocab]:
+    """This process's tokenizer for ``spec`` (a cache: loaded once per process, not per unit)."""
     tok = spec.load(threads=1)
-    _WORKER.update(tokenizer=tok, vocab=MaskVocab.of(tok), config=config, spill_dir=spill_dir)
+    return tok, MaskVocab.of(tok)
 
 
-def process_unit(unit: Unit) -> MaskedUnit:
-    """The whole per-unit job (runs in a worker after :func:`init_worker`)."""
-    tok, vocab, config = _WORKER["tokenizer"], _WORKER["vocab"], _WORKER["config"]
-    masked = unit_rows(unit, tok, vocab, config)
-    spill_dir = _WORKER.get("spill_dir")
-    if spill_dir is not None and masked.columns is not None:
-        # Scatter here rather than in the parent: the rows never cross the process boundary.
-        o = config.output
-        masked.spill = scatter(spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
-        masked.columns = None
-    return masked
+@dataclass(frozen=True)
+class UnitJob:
+    """The whole per-unit job of a build: pair, mask and, with ``spill_dir``, the shuffle's stage 1.
+
+    Picklable and self-contained, so any engine can run it anywhere.
+    """
+
+    tokenizer: TokenizerSpec
+    config: BuildConfig
+    spill_dir: str | None = None
+
+    def warm(self) -> None:
+        """Load the tokenizer before the first unit (an engine's per-process start)."""
+        _loaded(self.tokenizer)
+
+    def __call__(self, unit: Unit) -> MaskedUnit:
+        tok, vocab = _loaded(self.tokenizer)
+        config = self.config
+        masked = unit_rows(unit, tok, vocab, config)
+        if self.spill_dir is not None and masked.columns is not None:
+            # Scatter here rather than in the parent: the rows never cross the process boundary.
+            o = config.output
+            masked.spill = scatter(self.spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
+            masked.columns = None
+        return masked
 
 
-def pair_only(unit: Unit) -> PairedUnit:
-    """The `pairs --seed S` stage's per-unit job."""
-    return pair_unit(unit, _WORKER["tokenizer"], _WORKER["config"])
+@dataclass(frozen=True)
+class PairJob:
+    """The `pairs` stage's per-unit job: segments only (the seed left to `mask`) or NSP pairs."""
 
+    tokenizer: TokenizerSpec
+    config: BuildConfig
+    segments_only: bool
 
-def segment_only(unit: Unit) -> SegmentedUnit:
-    """The `pairs` stage's per-unit job when the seed is left to `mask`."""
-    return segment_unit(unit, _WORKER["tokenizer"], _WORKER["config"])
+    def warm(self) -> None:
+        _loaded(self.tokenizer)
+
+    def __call__(self, unit: Unit) -> SegmentedUnit | PairedUnit:
+        tok, _ = _loaded(self.tokenizer)
+        if self.segments_only:
+            return segment_unit(unit, tok, self.config)
+        return pair_unit(unit, tok, self.config)
 
 
 # Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).
 _STAGE2_READ_ROWS = 16384
-# The stage-2 shuffle a worker loaded last (tasks of one build share it).
-_STAGE2: dict = {}
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,12 @@ class _ShardTask:
     total_rows: int
 
 
+@functools.lru_cache(maxsize=1)
+def _shuffled_groups(index: str, run: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
+    """The stage-2 shuffle of run ``run``, loaded once per process (the tasks of one stage 2 share it)."""
+    return TwoStageShuffle.load(index, seed, buckets, memory_mb)
+
+
 def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     """Output shard ``task.shard``: its slice of the permuted groups, in order, under a temporary name."""
     o = task.config.output
@@ -102,9 +126,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     # then holds its own working set only.  (Not after every unit: at dupe 5 re-faulting a
     # unit's pages cost 2% of a build.)
     release_memory()
-    if _STAGE2.get("run") != task.run:
-        _STAGE2.update(run=task.run, shuffler=TwoStageShuffle.load(task.index, task.config.seed, o.shuffle_buckets, o.shuffle_mb))
-    shuffler: TwoStageShuffle = _STAGE2["shuffler"]
+    shuffler = _shuffled_groups(task.index, task.run, task.config.seed, o.shuffle_buckets, o.shuffle_mb)
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
     with formats.get(o.format).writer(task.out_dir, o, layout_of(task.config, task.vocab_size), task.shard) as writer:
@@ -121,7 +143,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     return part
 
 
-def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: LocalPool) -> list[ShardEntry]:
+def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: Engine) -> list[ShardEntry]:
     """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
     per_shard = shard_rows(config.output, layout_of(config, vocab_size))
@@ -133,10 +155,8 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
-        # When stage 2 ran in this process: unmap the spill files, forget the index.
-        if "shuffler" in _STAGE2:
-            _STAGE2["shuffler"].close()
-        _STAGE2.clear()
+        # When stage 2 ran in this process: forget the index (its spill maps close with it).
+        _shuffled_groups.cache_clear()
 
 
 def write_shards(
@@ -146,7 +166,7 @@ def write_shards(
     vocab_size: int,
     stats: BuildStats,
     on_unit: Callable[[MaskedUnit], None] | None = None,
-    pool: LocalPool | None = None,
+    pool: Engine | None = None,
 ) -> list[ShardEntry]:
     """Write every unit's rows, in order; temporary files are removed on failure.
 
@@ -246,11 +266,12 @@ def build(
         on_phase("building")
     spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
 
-    with LocalPool(workers, init_worker, (tokenizer, config, spill_dir)) as pool:
+    job = UnitJob(tokenizer, config, spill_dir)
+    with LocalPool(workers, job.warm) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None
         documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
-        results = pool.map(process_unit, iter_units(documents, config.units))
+        results = pool.map(job, iter_units(documents, config.units))
         shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
     manifest = new_manifest(
         config,

@@ -19,7 +19,7 @@ from mlmcorpus.config import BuildConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import OutputError
 from mlmcorpus.pipeline import build
 from mlmcorpus.tokenizers import TokenizerSpec
-from mlmcorpus.readers import ReaderConfig, resolve_sources
+from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, resolve_sources
 from mlmcorpus import formats
 from mlmcorpus.formats.base import finish_shards
 from mlmcorpus.manifest import read_manifest
@@ -342,7 +342,7 @@ def test_failure_leaves_nothing_that_looks_complete(runner, spm_model, tmp_path)
     assert sorted(os.listdir(out)) == []  # no manifest, no shard, no temporary file
 
 
-def _first_unit_fails_while_the_next_runs(unit):
+def _first_unit_fails_while_the_next_runs(job, unit):
     """In a worker: unit 0 fails at once; unit 1 is still working (it scatters its rows afterwards)."""
     import time
 
@@ -351,7 +351,7 @@ def _first_unit_fails_while_the_next_runs(unit):
     if unit.id == 0:
         raise OSError(28, "No space left on device")
     time.sleep(0.5)
-    return pipeline._real_process_unit(unit)
+    return pipeline._real_unit_job(job, unit)
 
 
 def _shard_fails_while_others_write(task):
@@ -374,8 +374,8 @@ def test_failure_in_a_worker_leaves_nothing_once_the_others_finish(runner, spm_m
     from mlmcorpus import pipeline
 
     if stage == "units":
-        monkeypatch.setattr(pipeline, "_real_process_unit", pipeline.process_unit, raising=False)
-        monkeypatch.setattr(pipeline, "process_unit", _first_unit_fails_while_the_next_runs)
+        monkeypatch.setattr(pipeline, "_real_unit_job", pipeline.UnitJob.__call__, raising=False)
+        monkeypatch.setattr(pipeline.UnitJob, "__call__", _first_unit_fails_while_the_next_runs)
     else:
         monkeypatch.setattr(pipeline, "_real_write_shuffled_shard", pipeline._write_shuffled_shard, raising=False)
         monkeypatch.setattr(pipeline, "_write_shuffled_shard", _shard_fails_while_others_write)
@@ -517,3 +517,26 @@ def test_hugging_face_datasets_reads_the_shards(built, tmp_path):
     row = ds.with_format("numpy")[0]
     assert row["input_ids"].shape == (128,) and row["masked_lm_positions"].shape == (20,)
     assert np.array_equal(row["labels"], read_rows(out)["labels"][0])
+
+
+def test_a_job_carries_its_context_into_a_fresh_process(spm_model):
+    """Engines may run a job anywhere: in a spawned interpreter (no inherited state) it gives the
+    same unit as here."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mlmcorpus.config import BuildConfig
+    from mlmcorpus.pipeline import UnitJob
+    from mlmcorpus.units import iter_units
+
+    config = BuildConfig(units=UnitConfig(pool_docs=10))
+    docs = iter_documents(resolve_sources([str(SAMPLE / "en_wiki.bert.txt")]), ReaderConfig(), ReadStats(), parts=True)
+    unit = next(iter(iter_units(docs, config.units)))
+    job = UnitJob(TokenizerSpec(str(spm_model)), config)
+    here = job(unit)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+        there = ex.submit(job, unit).result()
+    assert here.columns is not None and there.columns is not None and len(here.columns["input_ids"]) > 0
+    for name, col in here.columns.items():
+        np.testing.assert_array_equal(col, there.columns[name], err_msg=name)
+    np.testing.assert_array_equal(here.mask_counts, there.mask_counts)

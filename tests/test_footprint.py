@@ -156,10 +156,10 @@ def default_gc():
 def test_pool_workers_tune_the_collector(default_gc, spm_model):
     from mlmcorpus.config import BuildConfig
     from mlmcorpus.engines.local import LocalPool
-    from mlmcorpus.pipeline import init_worker
+    from mlmcorpus.pipeline import UnitJob
     from mlmcorpus.tokenizers import TokenizerSpec
 
-    with LocalPool(2, init_worker, (TokenizerSpec(str(spm_model)), BuildConfig(), None)) as pool:
+    with LocalPool(2, UnitJob(TokenizerSpec(str(spm_model)), BuildConfig()).warm) as pool:
         states = list(pool.map(_gc_state, range(4)))
     assert all(threshold[0] == 10_000 and frozen > 0 for threshold, frozen in states), states
     assert _gc_state(None) == ((700, 10, 10), 0)  # the pool's owner is untouched

@@ -19,15 +19,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from mlmcorpus import runtime
+from mlmcorpus.engines.base import Engine, SideMap
 from mlmcorpus.errors import MlmCorpusError
 
 __all__ = ["LocalPool", "map_ordered", "default_workers", "SideMap"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-#: ``side_map(fn, items)``: an ordered map on the same workers (see :func:`map_ordered`).
-SideMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
 def default_workers() -> int:
@@ -37,45 +35,35 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _no_init() -> None:
-    return None
-
-
-def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
-    """What every pool worker runs first: settings for a process of ours, then the initializer."""
+def _start_worker(warm: Callable[[], None] | None) -> None:
+    """What every pool worker runs first: settings for a process of ours, then the warm-up."""
     runtime.ignore_sigint()
-    initializer(*initargs)
-    runtime.tune_gc()  # after the initializer, so what it loaded is frozen too
+    if warm is not None:
+        warm()
+    runtime.tune_gc()  # after the warm-up, so what it loaded is frozen too
 
 
-class LocalPool:
-    """``workers`` processes (forked, started by ``initializer(*initargs)``), used as a context manager.
+class LocalPool(Engine):
+    """``workers`` forked processes; ``warm()`` (e.g. a job's cache fill) runs first in each.
 
     On leaving with an error, queued tasks are cancelled and the running ones finish
     (a task takes seconds): killing workers mid-write could leave a result pipe with
     half a message and hang the executor at exit.
     """
 
-    def __init__(
-        self, workers: int, initializer: Callable[..., None] = _no_init, initargs: tuple[Any, ...] = (), in_flight: int | None = None
-    ):
+    def __init__(self, workers: int, warm: Callable[[], None] | None = None, in_flight: int | None = None):
         self.workers = workers
         self.limit = in_flight or 2 * workers
         self._executor: ProcessPoolExecutor | None = None
         if workers <= 1:
-            initializer(*initargs)
+            if warm is not None:
+                warm()
         else:
             # fork: workers start in milliseconds and inherit imported modules.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             self._executor = ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_start_worker, initargs=(initializer, initargs)
+                workers, mp_context=ctx, initializer=_start_worker, initargs=(warm,)
             )
-
-    def __enter__(self) -> LocalPool:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close(cancel=exc_type is not None)
 
     def close(self, cancel: bool = False) -> None:
         if self._executor is not None:
@@ -110,8 +98,7 @@ def map_ordered(
     fn: Callable[[T], R],
     items: Iterable[T] | Callable[[SideMap | None], Iterable[T]],
     workers: int,
-    initializer: Callable[..., None] = _no_init,
-    initargs: tuple[Any, ...] = (),
+    warm: Callable[[], None] | None = None,
     in_flight: int | None = None,
 ) -> Iterator[R]:
     """``map(fn, items)`` on a pool of ``workers`` processes living as long as this generator.
@@ -121,7 +108,7 @@ def map_ordered(
     ``side_map(fn2, items2)`` (the reader splits text there); with one worker it
     gets None.
     """
-    with LocalPool(workers, initializer, initargs, in_flight) as pool:
+    with LocalPool(workers, warm, in_flight) as pool:
         if callable(items):
             items = items(pool.map if pool.parallel else None)
         yield from pool.map(fn, items)

@@ -10,8 +10,7 @@ import json
 import os
 import sys
 import time
-import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,8 +25,6 @@ from mlmcorpus.readers import (
     ReaderConfig,
     ReadStats,
     Source,
-    iter_documents,
-    iter_sentences,
     resolve_sources,
 )
 
@@ -347,17 +344,13 @@ def stream(sources: tuple[str, ...], quiet: bool, **kw: Any) -> None:
         mlmcorpus stream corpus.jsonl.gz --text-field body > docs.jsonl
         cat book.txt | mlmcorpus stream - --input-format text --doc-boundary file
     """
+    from mlmcorpus.stages import run_stream
+
     setup_logging(quiet)
     config = _reader_config(kw)
     srcs = resolve_sources(sources, config.input_format)
-    stats = ReadStats()
-    out = sys.stdout
     with ByteProgress(_total_size(srcs), "stream", enabled=None if not quiet else False) as bar:
-        write = out.write
-        for doc in iter_documents(srcs, config, stats, on_progress=bar.advance):
-            write(doc.to_json())
-            write("\n")
-        out.flush()
+        stats = run_stream(srcs, config, sys.stdout, on_progress=bar.advance)
     if not quiet:
         stderr_console().print(_summary(stats, bar.elapsed))
 
@@ -503,37 +496,18 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     Example:
         mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer vocab.txt | mlmcorpus mask --seed 7 | mlmcorpus write out/
     """
-    from mlmcorpus.config import DEFAULT_SEED, BuildConfig
-    from mlmcorpus.engines.local import default_workers, map_ordered
-    from mlmcorpus.manifest import tokenizer_record
-    from mlmcorpus.pipeline import PairJob
-    from mlmcorpus.units import iter_units
-    from mlmcorpus.stages import StageWriter
+    from mlmcorpus.engines import default_workers
+    from mlmcorpus.stages import run_pairs
     _tune_gc()
 
     setup_logging(quiet)
     _refuse_terminal_stdout("pairs")
     reader = _reader_config(kw)
-    spec, tok = _tokenizer_spec(tokenizer_path, kw)
+    spec, _ = _tokenizer_spec(tokenizer_path, kw)
     pair_cfg, units = _pair_unit_configs(kw)
-    config = BuildConfig(pairs=pair_cfg, units=units, seed=DEFAULT_SEED if seed is None else seed)
     srcs = resolve_sources(sources or ("-",), reader.input_format)
-    header = {
-        "config": {**config.as_dict(), "seed": seed, "reader": vars(reader)},
-        "tokenizer": tokenizer_record(tok, spec, False),
-        "tokenizer_spec": {"path": spec.path, "lowercase": spec.lowercase, "add_special_tokens": spec.add_special_tokens},
-        "sources": [s.path for s in srcs],
-    }
-    stats = ReadStats()
-    stage = "segments" if seed is None else "pairs"
-    out = StageWriter(sys.stdout.buffer, stage, header)
-    job = PairJob(spec, config, segments_only=seed is None)
-    write_unit: Callable[[Any], None] = out.write_segmented if seed is None else out.write_paired
-    docs = iter_documents(srcs, reader, stats, parts=True)
-    for result in map_ordered(job, iter_units(docs, units), workers or default_workers(), job.warm):
-        write_unit(result)
-    out.close(stats)
-    sys.stdout.buffer.flush()
+    stats = run_pairs(srcs, sys.stdout.buffer, tokenizer=spec, reader=reader, pairs=pair_cfg, units=units, seed=seed,
+                      workers=workers or default_workers())
     if not quiet:
         stderr_console().print("pairs: " + _summary(stats, 0.0).split(" in ")[0])
 
@@ -554,42 +528,12 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
     Example:
         mlmcorpus pairs docs.jsonl --tokenizer spm.model | mlmcorpus mask --seed 7 | mlmcorpus write out/
     """
-    from mlmcorpus.config import DEFAULT_SEED, BuildConfig
-    from mlmcorpus.masking import MaskVocab
-    from mlmcorpus.objective import instances_of, mask_unit
-    from mlmcorpus.tokenizers import TokenizerSpec
-    from mlmcorpus.stages import TRAILER_UNIT, StageWriter, paired_from, read_stage, segmented_from
+    from mlmcorpus.stages import run_mask
     _tune_gc()
 
     setup_logging(quiet)
     _refuse_terminal_stdout("mask")
-    header, batches = read_stage(sys.stdin.buffer, ("pairs", "segments"))
-    h = header.header
-    upstream_seed = h["config"].get("seed")
-    cfg = BuildConfig.from_dict({**h["config"], "seed": upstream_seed if upstream_seed is not None else DEFAULT_SEED})
-    if seed is None:
-        seed = upstream_seed if upstream_seed is not None else DEFAULT_SEED
-    mask_cfg = _mask_config(kw)
-    config = BuildConfig(pairs=cfg.pairs, mask=mask_cfg, units=cfg.units, output=cfg.output, seed=seed)
-    spec = TokenizerSpec(**h["tokenizer_spec"])
-    tok = spec.load()
-    if tok.sha256 != h["tokenizer"]["sha256"]:
-        raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
-    vocab = MaskVocab.of(tok)
-    if upstream_seed is not None and upstream_seed != seed:
-        h["pairs_seed"] = upstream_seed  # pairs were drawn with another seed than the masks
-    h["config"] = {**config.as_dict(), "reader": h["config"].get("reader")}
-    out = StageWriter(sys.stdout.buffer, "masked", h)
-    for unit, arrays in batches:
-        if unit.get("unit_id") == TRAILER_UNIT:
-            out.close(unit.get("read", {}))
-            break
-        if header.stage == "segments":
-            paired = instances_of(segmented_from(unit, arrays), config, tok.special_ids)
-        else:
-            paired = paired_from(unit, arrays)
-        out.write_masked(mask_unit(paired, vocab, mask_cfg, seed))
-    sys.stdout.buffer.flush()
+    run_mask(sys.stdin.buffer, sys.stdout.buffer, mask=_mask_config(kw), seed=seed)
 
 
 @cli.command()
@@ -606,44 +550,12 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
     Example:
         mlmcorpus stream corpus/ | mlmcorpus pairs --tokenizer spm.model | mlmcorpus mask | mlmcorpus write out/
     """
-    from mlmcorpus.config import BuildConfig
-    from mlmcorpus import outdir
-    from mlmcorpus.manifest import new_manifest, write_manifest
-    from mlmcorpus.pipeline import write_shards
-    from mlmcorpus.units import BuildStats
-    from mlmcorpus.stages import TRAILER_UNIT, masked_from, read_stage
+    from mlmcorpus.stages import run_write
     _tune_gc()
 
     setup_logging(quiet)
     started = time.perf_counter()
-    output = _output_config(kw)
-    header, batches = read_stage(sys.stdin.buffer, ("masked",))
-    h = header.header
-    cfg = BuildConfig.from_dict(h["config"])
-    config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
-    outdir.prepare(out_dir, kw.pop("overwrite"))
-    stats = BuildStats()
-    trailer: dict = {}
-
-    def units() -> Iterator[Any]:
-        for unit, arrays in batches:
-            if unit.get("unit_id") == TRAILER_UNIT:
-                trailer.update(unit.get("read", {}))
-                continue
-            yield masked_from(unit, arrays)
-
-    shards = write_shards(units(), out_dir, config, h["tokenizer"]["vocab_size"], stats)
-    stats.read.files = trailer.get("files", 0)
-    stats.read.documents = trailer.get("documents", 0)
-    stats.read.sentences = trailer.get("sentences", 0)
-    stats.read.bytes = trailer.get("bytes", 0)
-    stats.read.skipped.update(trailer.get("skipped", {}))
-    stats.read.repaired.update(trailer.get("repaired", {}))
-    manifest = new_manifest(
-        config, reader=h["config"].get("reader"), sources=h["sources"], tokenizer=h["tokenizer"], shards=shards,
-        stats=stats.as_dict(), pairs_seed=h.get("pairs_seed"),
-    )
-    write_manifest(out_dir, manifest)
+    manifest = run_write(sys.stdin.buffer, out_dir, output=_output_config(kw), overwrite=kw.pop("overwrite"))
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
 
@@ -741,28 +653,30 @@ def tokenizer_train(sources: tuple[str, ...], prefix: str, quiet: bool, **kw: An
         mlmcorpus tokenizer train sample_data/ -o tok/spm --vocab-size 4000
         mlmcorpus tokenizer train wiki.jsonl.gz -o tok/wiki32k --model-type bpe
     """
-    from mlmcorpus.tokenizers import train_tokenizer
+    from mlmcorpus.stages import run_tokenizer_train
 
     setup_logging(quiet)
     reader = _reader_config(kw)
     train = _train_config(kw, kw.pop("seed"), kw.pop("threads"))
     srcs = resolve_sources(sources, reader.input_format)
-    if any(s.path == "-" for s in srcs):
-        raise ConfigError("tokenizer train cannot read stdin: it may need a second pass; pass files")
-    stats = ReadStats()
     total = _total_size(srcs)
     started = time.perf_counter()
+    bars: list[ByteProgress] = []
 
-    def sentences() -> Iterator[str]:
-        nonlocal stats
-        stats = ReadStats()  # a retry with a smaller vocabulary counts afresh
-        bar = ByteProgress(total, "reading", enabled=None if not quiet else False)
-        with bar:
-            yield from iter_sentences(iter_documents(srcs, reader, stats, on_progress=bar.advance, parts=True))
+    def new_pass() -> None:  # one bar per pass over the input (a retry reads it again)
+        if bars:
+            bars[-1].__exit__(None, None, None)
+        bars.append(ByteProgress(total, "reading", enabled=None if not quiet else False))
+        bars[-1].__enter__()
 
-    record = {"sources": [s.path for s in srcs], "reader": {k: v for k, v in vars(reader).items()}}
-    with stderr_console().status("training sentencepiece…") if (sys.stderr.isatty() and not quiet) else _null():
-        tok, info = train_tokenizer(sentences, prefix, train, record=record)
+    try:
+        with stderr_console().status("training sentencepiece…") if (sys.stderr.isatty() and not quiet) else _null():
+            result = run_tokenizer_train(srcs, prefix, reader=reader, train=train,
+                                         on_progress=lambda n: bars[-1].advance(n), on_pass=new_pass)
+    finally:
+        if bars:
+            bars[-1].__exit__(None, None, None)
+    tok, info, stats = result.tokenizer, result.info, result.read
     if not quiet:
         used = min(info["sentences_seen"], train.input_sentence_size or info["sentences_seen"])
         stderr_console().print(
@@ -827,39 +741,11 @@ def tokenizer_encode(
         echo "The quick brown fox." | mlmcorpus tokenizer encode vocab.txt --pieces
         mlmcorpus tokenizer encode tok/spm.model < sentences.txt > ids.txt
     """
+    from mlmcorpus.stages import run_tokenizer_encode
     from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(path, lowercase=lowercase, add_special_tokens=add_special_tokens)
-    out = sys.stdout
-
-    def flush(batch: list[str]) -> None:
-        enc = tok.encode_batch(batch)
-        for i in range(len(enc)):
-            ids = enc[i].tolist()
-            if output == "ids":
-                out.write(" ".join(map(str, ids)))
-            elif output == "pieces":
-                out.write(" ".join(tok.id_to_piece(j) for j in ids))
-            else:
-                out.write(json.dumps({"ids": ids, "pieces": [tok.id_to_piece(j) for j in ids]}, ensure_ascii=False))
-            out.write("\n")
-
-    batch: list[str] = []
-    bad = 0
-    for raw in sys.stdin.buffer:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            line = raw.decode("utf-8", "replace")
-            bad += 1
-        # The reader hands the tokenizer NFC text; do the same here (trained models expect it).
-        batch.append(unicodedata.normalize("NFC", line.rstrip("\r\n")))
-        if len(batch) >= batch_size:
-            flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
-    out.flush()
+    bad = run_tokenizer_encode(tok, sys.stdin.buffer, sys.stdout, output=output, batch_size=batch_size)
     if bad:
         click.echo(f"Warning: {bad:,} input line(s) had invalid UTF-8, replaced by U+FFFD", err=True)
 

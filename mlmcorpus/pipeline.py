@@ -18,10 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-
-import numpy as np
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import BuildConfig

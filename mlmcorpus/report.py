@@ -12,7 +12,6 @@ tested with a chi-square goodness-of-fit test at :data:`ALPHA`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator

@@ -540,3 +540,52 @@ def test_a_job_carries_its_context_into_a_fresh_process(spm_model):
     for name, col in here.columns.items():
         np.testing.assert_array_equal(col, there.columns[name], err_msg=name)
     np.testing.assert_array_equal(here.mask_counts, there.mask_counts)
+
+
+def test_library_stage_functions_equal_build(tmp_path, spm_model):
+    """The public API: run_stream | run_pairs | run_mask | run_write, in memory, gives build's shards."""
+    import io
+
+    import mlmcorpus
+
+    sources = mlmcorpus.resolve_sources([str(SAMPLE / "ko_wiki.jsonl"), str(SAMPLE / "en_wiki.bert.txt")])
+    reader, spec = mlmcorpus.ReaderConfig(), mlmcorpus.TokenizerSpec(str(spm_model))
+    pairs, units = mlmcorpus.PairConfig(max_seq_length=64), mlmcorpus.UnitConfig(pool_docs=10)
+    output = mlmcorpus.OutputConfig(shard_rows=200)
+    config = mlmcorpus.BuildConfig(pairs=pairs, units=units, output=output, seed=3)
+    built = mlmcorpus.build(sources, str(tmp_path / "built"), reader=reader, config=config, tokenizer=spec)
+
+    docs = io.StringIO()
+    mlmcorpus.run_stream(sources, reader, docs)
+    (tmp_path / "docs.jsonl").write_text(docs.getvalue())
+    streamed = mlmcorpus.resolve_sources([str(tmp_path / "docs.jsonl")])
+    paired, masked = io.BytesIO(), io.BytesIO()
+    read = mlmcorpus.run_pairs(streamed, paired, tokenizer=spec, reader=reader, pairs=pairs, units=units)
+    assert read.documents == built.stats["input"]["documents"]
+    paired.seek(0)
+    mlmcorpus.run_mask(paired, masked, mask=config.mask, seed=3)
+    masked.seek(0)
+    piped = mlmcorpus.run_write(masked, str(tmp_path / "piped"), output=output)
+    assert [s.sha256 for s in piped.shards] == [s.sha256 for s in built.shards] and len(built.shards) > 1
+    assert piped.stats["masked_positions"] == built.stats["masked_positions"]
+    assert piped == mlmcorpus.read_manifest(str(tmp_path / "piped"))
+
+
+def test_library_tokenizer_functions(tmp_path):
+    import io
+
+    import mlmcorpus
+
+    sources = mlmcorpus.resolve_sources([str(SAMPLE / "en_wiki.bert.txt")])
+    result = mlmcorpus.run_tokenizer_train(
+        sources, str(tmp_path / "spm"), reader=mlmcorpus.ReaderConfig(), train=mlmcorpus.TrainConfig(vocab_size=500)
+    )
+    assert result.tokenizer.vocab_size == 500 and result.read.documents > 0 and (tmp_path / "spm.model").is_file()
+    out = io.StringIO()
+    bad = mlmcorpus.run_tokenizer_encode(result.tokenizer, [b"Hello world\n", b"caf\xff\n"], out, output="ids")
+    lines = out.getvalue().splitlines()
+    assert bad == 1 and len(lines) == 2
+    assert [int(x) for x in lines[0].split()] == result.tokenizer.encode_batch(["Hello world"])[0].tolist()
+    with pytest.raises(mlmcorpus.ConfigError, match="stdin"):
+        mlmcorpus.run_tokenizer_train(mlmcorpus.resolve_sources(["-"]), str(tmp_path / "x"),
+                                      reader=mlmcorpus.ReaderConfig(), train=mlmcorpus.TrainConfig())

@@ -51,3 +51,18 @@ def test_detect_finds_each_format_of_a_lone_shard(tmp_path):
     assert formats.detect(str(tmp_path / "a.parquet")).name == "parquet"
     assert formats.detect(str(tmp_path / "np")).name == "numpy"
     assert formats.detect(str(tmp_path)) is None
+
+
+def test_the_public_api_resolves_and_import_stays_light():
+    import subprocess
+    import sys
+
+    import mlmcorpus
+
+    for name in mlmcorpus.__all__:
+        assert getattr(mlmcorpus, name) is not None, name
+    with pytest.raises(AttributeError):
+        mlmcorpus.no_such_name  # noqa: B018
+    code = "import sys, mlmcorpus, mlmcorpus.cli; print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -1,0 +1,158 @@
+"""The stage commands as library functions: ``stream | pairs | mask | write`` equals ``build``.
+
+Each function takes typed configs and file objects; the click commands only parse
+options, call one of these and print.  A pipeline run with the same options and
+seed gives the shards ``build`` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TextIO
+
+from mlmcorpus import outdir
+from mlmcorpus.config import DEFAULT_SEED, BuildConfig, MaskConfig, OutputConfig, PairConfig, UnitConfig
+from mlmcorpus.engines import map_ordered
+from mlmcorpus.errors import ConfigError
+from mlmcorpus.manifest import Manifest, new_manifest, tokenizer_record, write_manifest
+from mlmcorpus.masking import MaskVocab
+from mlmcorpus.objective import instances_of, mask_unit
+from mlmcorpus.pipeline import PairJob, write_shards
+from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
+from mlmcorpus.stages.stream import (
+    TRAILER_UNIT,
+    StageWriter,
+    masked_from,
+    paired_from,
+    read_stage,
+    segmented_from,
+)
+from mlmcorpus.tokenizers import TokenizerSpec
+from mlmcorpus.units import BuildStats, MaskedUnit, iter_units
+
+__all__ = ["run_stream", "run_pairs", "run_mask", "run_write"]
+
+
+def run_stream(
+    sources: list[Source],
+    reader: ReaderConfig,
+    sink: TextIO,
+    stats: ReadStats | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReadStats:
+    """Write the documents of ``sources`` as JSON Lines (``{"id", "sentences"}``) to ``sink``."""
+    stats = stats if stats is not None else ReadStats()
+    write = sink.write
+    for doc in iter_documents(sources, reader, stats, on_progress=on_progress):
+        write(doc.to_json())
+        write("\n")
+    sink.flush()
+    return stats
+
+
+def run_pairs(
+    sources: list[Source],
+    sink: BinaryIO,
+    *,
+    tokenizer: TokenizerSpec,
+    reader: ReaderConfig,
+    pairs: PairConfig,
+    units: UnitConfig,
+    seed: int | None = None,
+    workers: int = 1,
+    stats: ReadStats | None = None,
+) -> ReadStats:
+    """Tokenise ``sources`` into a stage stream on ``sink``, one batch per work unit.
+
+    Without ``seed`` the stream holds the segments and :func:`run_mask` draws pairs and
+    masks (so the pipeline equals ``build --seed S``); with it, the pairs are drawn here.
+    """
+    stats = stats if stats is not None else ReadStats()
+    tok = tokenizer.load()
+    config = BuildConfig(pairs=pairs, units=units, seed=DEFAULT_SEED if seed is None else seed)
+    header = {
+        "config": {**config.as_dict(), "seed": seed, "reader": vars(reader)},
+        "tokenizer": tokenizer_record(tok, tokenizer, False),
+        "tokenizer_spec": {"path": tokenizer.path, "lowercase": tokenizer.lowercase, "add_special_tokens": tokenizer.add_special_tokens},
+        "sources": [s.path for s in sources],
+    }
+    out = StageWriter(sink, "segments" if seed is None else "pairs", header)
+    job = PairJob(tokenizer, config, segments_only=seed is None)
+    docs = iter_documents(sources, reader, stats, parts=True)
+    for result in map_ordered(job, iter_units(docs, units), workers, job.warm):
+        if seed is None:
+            out.write_segmented(result)  # type: ignore[arg-type]
+        else:
+            out.write_paired(result)  # type: ignore[arg-type]
+    out.close(stats)
+    sink.flush()
+    return stats
+
+
+def run_mask(source: BinaryIO, sink: BinaryIO, *, mask: MaskConfig, seed: int | None = None) -> None:
+    """Mask the stage stream of :func:`run_pairs` on ``source`` into a stream for :func:`run_write`.
+
+    ``seed`` defaults to the one given to `pairs`, else the default seed.
+    """
+    header, batches = read_stage(source, ("pairs", "segments"))
+    h = header.header
+    upstream_seed = h["config"].get("seed")
+    cfg = BuildConfig.from_dict({**h["config"], "seed": upstream_seed if upstream_seed is not None else DEFAULT_SEED})
+    if seed is None:
+        seed = upstream_seed if upstream_seed is not None else DEFAULT_SEED
+    config = BuildConfig(pairs=cfg.pairs, mask=mask, units=cfg.units, output=cfg.output, seed=seed)
+    spec = TokenizerSpec(**h["tokenizer_spec"])
+    tok = spec.load()
+    if tok.sha256 != h["tokenizer"]["sha256"]:
+        raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
+    vocab = MaskVocab.of(tok)
+    if upstream_seed is not None and upstream_seed != seed:
+        h["pairs_seed"] = upstream_seed  # pairs were drawn with another seed than the masks
+    h["config"] = {**config.as_dict(), "reader": h["config"].get("reader")}
+    out = StageWriter(sink, "masked", h)
+    for unit, arrays in batches:
+        if unit.get("unit_id") == TRAILER_UNIT:
+            out.close(unit.get("read", {}))
+            break
+        if header.stage == "segments":
+            paired = instances_of(segmented_from(unit, arrays), config, tok.special_ids)
+        else:
+            paired = paired_from(unit, arrays)
+        out.write_masked(mask_unit(paired, vocab, mask, seed))
+    sink.flush()
+
+
+def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite: bool = False) -> Manifest:
+    """Write the masked stage stream on ``source`` as shards plus ``manifest.json``; returns the manifest.
+
+    A stream that ends before its end marker (an upstream stage failed) is an error, and
+    nothing that looks complete is left behind.
+    """
+    header, batches = read_stage(source, ("masked",))
+    h = header.header
+    cfg = BuildConfig.from_dict(h["config"])
+    config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
+    outdir.prepare(out_dir, overwrite)
+    stats = BuildStats()
+    trailer: dict = {}
+
+    def units() -> Iterator[MaskedUnit]:
+        for unit, arrays in batches:
+            if unit.get("unit_id") == TRAILER_UNIT:
+                trailer.update(unit.get("read", {}))
+                continue
+            yield masked_from(unit, arrays)
+
+    shards = write_shards(units(), out_dir, config, h["tokenizer"]["vocab_size"], stats)
+    stats.read.files = trailer.get("files", 0)
+    stats.read.documents = trailer.get("documents", 0)
+    stats.read.sentences = trailer.get("sentences", 0)
+    stats.read.bytes = trailer.get("bytes", 0)
+    stats.read.skipped.update(trailer.get("skipped", {}))
+    stats.read.repaired.update(trailer.get("repaired", {}))
+    manifest = new_manifest(
+        config, reader=h["config"].get("reader"), sources=h["sources"], tokenizer=h["tokenizer"], shards=shards,
+        stats=stats.as_dict(), pairs_seed=h.get("pairs_seed"),
+    )
+    write_manifest(out_dir, manifest)
+    return manifest

@@ -605,7 +605,7 @@ def inspect(path: str, verify: bool, as_json: bool, samples: int, shard: int, to
     if report["summary"]["shards"] == 0:
         raise InputError(f"{path}: the manifest lists no shards")
     if plot_path is not None:
-        from mlmcorpus.plot import plot_report
+        from mlmcorpus.report.plot import plot_report
 
         plot_report(report, plot_path)
     if as_json:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlmcorpus.report import Report
+
 __all__ = ["plot_report"]
 
 
-def plot_report(report: dict, path: str) -> None:
+def plot_report(report: Report, path: str) -> None:
     """Four panels: sequence lengths, masked positions per row, NSP labels, the mask split vs expected."""
     import matplotlib
 

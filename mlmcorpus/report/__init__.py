@@ -1,0 +1,112 @@
+"""What `mlmcorpus inspect` shows and checks about a built corpus.
+
+:func:`inspect_corpus` opens a corpus (:mod:`.corpus`: the manifest is untrusted
+input), scans every shard batch by batch in bounded memory — in parallel with
+``workers`` — (:mod:`.scan`), gathers distributions (sequence lengths, predictions
+per row, NSP labels, [MASK]/random/unchanged) and, with ``verify``, every violation
+of the layout and the masking policy, by shard and row (:mod:`.verify`).
+:mod:`.render` draws the report with rich and decodes sample rows.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from mlmcorpus.errors import InputError
+from mlmcorpus.report.corpus import Corpus, CorpusParams, open_corpus
+from mlmcorpus.report.model import Report
+from mlmcorpus.report.render import render, render_samples
+from mlmcorpus.report.scan import ShardScan, scan_shard
+from mlmcorpus.report.verify import ALPHA, chi_square, verdict
+
+__all__ = [
+    "ALPHA",
+    "Corpus",
+    "CorpusParams",
+    "ShardScan",
+    "open_corpus",
+    "scan_shard",
+    "inspect_corpus",
+    "Report",
+    "chi_square",
+    "render",
+    "render_samples",
+]
+
+
+def _merge(scans: list[ShardScan], p: CorpusParams) -> dict:
+    length = np.zeros(p.max_seq_length + 1, dtype=np.int64)
+    preds = np.zeros(p.max_predictions + 1, dtype=np.int64)
+    nsp = np.zeros(2, dtype=np.int64)
+    kinds = np.zeros(3, dtype=np.int64)
+    for s in scans:
+        if s.length_hist:
+            length += np.asarray(s.length_hist)
+            preds += np.asarray(s.predictions_hist)
+        nsp += np.asarray(s.nsp)
+        kinds += np.asarray(s.kinds)
+    return {"length": length, "predictions": preds, "nsp": nsp, "kinds": kinds}
+
+
+def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
+    """Scan (and verify) a corpus; returns the report, JSON-able.
+
+    ``report["verify"]["passed"]`` is the verdict when ``verify`` is set.
+    """
+    from mlmcorpus.engines.local import map_ordered
+
+    corpus = open_corpus(path)
+    if verify and corpus.manifest is None:
+        raise InputError(f"{path}: --verify needs the manifest.json the shard was built with (special ids, vocabulary)")
+    p = corpus.params
+    jobs = [(corpus.out_dir, corpus.format.name, e, p, verify) for e in corpus.shards]
+    scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1))))
+    merged = _merge(scans, p)
+    rows = int(sum(s.rows for s in scans))
+    kinds = merged["kinds"].tolist()
+    masked_total = int(sum(kinds))
+    candidates = int(sum(s.candidates for s in scans))
+    m = corpus.manifest.as_dict() if corpus.manifest is not None else {}
+    report: Report = {
+        "path": path,
+        "manifest": corpus.manifest is not None,
+        "format": corpus.format.name,
+        "summary": {
+            "shards": len(scans),
+            "rows": rows,
+            "tokens": int(sum(s.tokens for s in scans)),
+            "bytes_on_disk": int(sum(s.bytes for s in scans)),
+        },
+        "seed": m.get("seed"),
+        "config": m.get("config"),
+        "tokenizer": m.get("tokenizer"),
+        "versions": m.get("versions"),
+        "stats": m.get("stats"),
+        "distributions": {
+            "sequence_length": _sparse(merged["length"]),
+            "masked_per_sequence": _sparse(merged["predictions"]),
+            "nsp": {"actual_next": int(merged["nsp"][0]), "random_next": int(merged["nsp"][1]),
+                    "random_ratio": round(float(merged["nsp"][1]) / rows, 6) if rows else None,
+                    "expected_random_ratio": p.random_next_prob},
+            "masked": {
+                "total": masked_total,
+                "mask": kinds[0], "random": kinds[1], "keep": kinds[2],
+                "observed_ratios": [round(x / masked_total, 6) for x in kinds] if masked_total else None,
+                "expected_ratios": list(p.mask_ratios),
+                "mask_rate": round(masked_total / candidates, 6) if candidates else None,
+                "masked_lm_prob": p.masked_lm_prob,
+            },
+        },
+        "shards": [
+            {"file": s.file, "rows": s.rows, "tokens": s.tokens, "bytes": s.bytes, "checksum": s.checksum}
+            for s in scans
+        ],
+    }
+    if verify:
+        report["verify"] = verdict(corpus, scans, merged)
+    return report
+
+
+def _sparse(hist: np.ndarray) -> dict[str, int]:
+    return {str(i): int(c) for i, c in enumerate(hist) if c}

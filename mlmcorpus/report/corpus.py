@@ -1,0 +1,94 @@
+"""Opening a built corpus for inspection: its manifest (through :mod:`mlmcorpus.manifest`), or a lone shard."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlmcorpus import formats, outdir
+from mlmcorpus.errors import InputError
+from mlmcorpus.formats.base import ShardFormat
+from mlmcorpus.manifest import Manifest, ShardEntry, read_manifest
+
+__all__ = ["CorpusParams", "Corpus", "open_corpus"]
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    """Everything a shard scan needs to know, taken from the manifest (or the shard's schema)."""
+
+    max_seq_length: int
+    max_predictions: int
+    vocab_size: int | None
+    pad: int = 0
+    cls: int = 2
+    sep: int = 3
+    mask: int = 4
+    masked_lm_prob: float = 0.15
+    mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    random_next_prob: float = 0.5
+    known_specials: bool = True  # False for a lone shard without a manifest
+
+    @property
+    def never_masked(self) -> list[int]:
+        return [self.pad, self.cls, self.sep, self.mask]
+
+
+@dataclass
+class Corpus:
+    """An output directory (or one shard) opened for inspection."""
+
+    out_dir: str
+    manifest: Manifest | None
+    shards: list[ShardEntry]
+    format: ShardFormat
+    params: CorpusParams
+    only_shard: str | None = None
+
+
+def _params_from_manifest(m: Manifest) -> CorpusParams:
+    """What a scan checks against, from a manifest :func:`read_manifest` has bounded."""
+    c, sp = m.config, m.special_ids
+    return CorpusParams(
+        max_seq_length=c.pairs.max_seq_length,
+        max_predictions=c.mask.max_predictions_per_seq,
+        vocab_size=m.vocab_size,
+        pad=sp["pad"],
+        cls=sp["cls"],
+        sep=sp["sep"],
+        mask=sp["mask"],
+        masked_lm_prob=c.mask.masked_lm_prob,
+        mask_ratios=c.mask.mask_ratios,
+        random_next_prob=c.pairs.random_next_prob,
+    )
+
+
+def open_corpus(path: str) -> Corpus:
+    """Open an output directory, or a lone shard of any format."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    if os.path.isdir(path) and os.path.exists(outdir.manifest_path(path)):
+        m = read_manifest(path)
+        return Corpus(path, m, m.shards, formats.get(m.format), _params_from_manifest(m))
+    # A single shard: use the manifest next to it when it lists the shard.
+    shard_dir, name = os.path.split(os.path.normpath(path))
+    fmt = formats.detect(path)
+    if fmt is None:
+        raise InputError(f"{path}: not an output directory (no manifest.json) nor a shard ({', '.join(formats.NAMES)})")
+    shard_dir = shard_dir or "."
+    if os.path.exists(outdir.manifest_path(shard_dir)):
+        m = read_manifest(shard_dir)
+        entries = [e for e in m.shards if e.file == name]
+        if entries:
+            return Corpus(shard_dir, m, entries, fmt, _params_from_manifest(m), only_shard=name)
+    return Corpus(shard_dir, None, [ShardEntry(name, None, None, None, None)], fmt, _params_from_schema(path, fmt), only_shard=name)
+
+
+def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
+    try:
+        L, P = fmt.sizes(path)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
+    if not (8 <= int(L) <= 32768 and 1 <= int(P) <= 32768):
+        raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
+    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False)

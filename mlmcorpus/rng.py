@@ -13,7 +13,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Purpose", "ShuffleStream", "unit_generator", "unit_random"]
+__all__ = ["Purpose", "ShuffleStream", "CorpusStream", "unit_generator", "unit_random", "corpus_generator"]
 
 
 class Purpose(IntEnum):
@@ -35,6 +35,12 @@ class ShuffleStream(IntEnum):
     GROUP = 2  # the order of a group's rows
 
 
+class CorpusStream(IntEnum):
+    """Streams over the whole input rather than one unit (keyed by the seed alone)."""
+
+    TOKENIZER_SAMPLE = 0x5EED  # which sentences the tokenizer trainer keeps
+
+
 def _key(seed: int, unit_id: int, purpose: Purpose, extra: tuple[int, ...]) -> list[int]:
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
@@ -50,3 +56,10 @@ def unit_random(seed: int, unit_id: int, purpose: Purpose, *extra: int) -> rando
     """A ``random.Random`` for scalar draws in loops (much cheaper per call than NumPy's)."""
     state = np.random.SeedSequence(_key(seed, unit_id, purpose, extra)).generate_state(4, np.uint64)
     return random.Random(int.from_bytes(state.tobytes(), "little"))
+
+
+def corpus_generator(seed: int, stream: CorpusStream) -> np.random.Generator:
+    """A NumPy generator for a draw over the whole input (one process reads it all)."""
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    return np.random.default_rng([seed, int(stream)])

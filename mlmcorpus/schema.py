@@ -19,7 +19,6 @@ __all__ = [
     "FORMAT_VERSION",
     "COLUMNS",
     "COMPACT",
-    "PAIRED",
     "RowLayout",
     "ColumnType",
     "id_dtype",
@@ -45,9 +44,6 @@ COLUMNS = (
 
 #: What travels between workers, stages and the shuffle; ``a_len`` is the length of segment A.
 COMPACT = ("input_ids", "lengths", "a_len", "next_sentence_label", "masked_lm_positions", "masked_lm_ids")
-
-#: The unmasked rows of the `pairs` stage stream (the compact columns before masking).
-PAIRED = ("input_ids", "lengths", "a_len", "next_sentence_label")
 
 #: Labels at positions that are not predicted (the value PyTorch's cross-entropy ignores).
 IGNORE_LABEL = -100

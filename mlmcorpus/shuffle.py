@@ -255,24 +255,10 @@ class TwoStageShuffle:
             end = min(spill.end, len(mapped))
             mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
 
-    def read_rows(self, g: int, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows ``start:stop`` of permuted group ``g``, gathered from the spill files.
-
-        Group ``g`` is the concatenation of its buckets' slices (bucket by bucket,
-        unit by unit) taken in the order of :meth:`permutation`.
-        """
-        with self.open_group(g) as group:
-            return group.rows(start, stop)
-
     def open_group(self, g: int) -> _OpenGroup:
         """Group ``g``, to read many slices of it (a context manager: on leaving, the pages
         read are released)."""
         return _OpenGroup(self, g)
-
-    def drain(self) -> Iterator[dict[str, np.ndarray]]:
-        """Stage 2 in this process: every group, permuted, in order."""
-        for g, n in enumerate(self.group_rows):
-            yield self.read_rows(g, 0, n)
 
     def save_index(self) -> str:
         """Write what stage 2 needs to know about the spilled units (for :meth:`load`, in another process)."""

@@ -8,6 +8,7 @@ seed gives the shards ``build`` gives.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from typing import BinaryIO, TextIO
 
 from mlmcorpus import outdir
@@ -21,6 +22,7 @@ from mlmcorpus.pipeline import PairJob, write_shards
 from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
 from mlmcorpus.stages.stream import (
     TRAILER_UNIT,
+    StageHeader,
     StageWriter,
     masked_from,
     paired_from,
@@ -70,12 +72,9 @@ def run_pairs(
     stats = stats if stats is not None else ReadStats()
     tok = tokenizer.load()
     config = BuildConfig(pairs=pairs, units=units, seed=DEFAULT_SEED if seed is None else seed)
-    header = {
-        "config": {**config.as_dict(), "seed": seed, "reader": vars(reader)},
-        "tokenizer": tokenizer_record(tok, tokenizer, False),
-        "tokenizer_spec": {"path": tokenizer.path, "lowercase": tokenizer.lowercase, "add_special_tokens": tokenizer.add_special_tokens},
-        "sources": [s.path for s in sources],
-    }
+    header = StageHeader(
+        config, asdict(reader), tokenizer_record(tok, tokenizer, False), tokenizer, [s.path for s in sources], seed_given=seed is not None
+    )
     out = StageWriter(sink, "segments" if seed is None else "pairs", header)
     job = PairJob(tokenizer, config, segments_only=seed is None)
     docs = iter_documents(sources, reader, stats, parts=True)
@@ -95,21 +94,18 @@ def run_mask(source: BinaryIO, sink: BinaryIO, *, mask: MaskConfig, seed: int | 
     ``seed`` defaults to the one given to `pairs`, else the default seed.
     """
     header, batches = read_stage(source, ("pairs", "segments"))
-    h = header.header
-    upstream_seed = h["config"].get("seed")
-    cfg = BuildConfig.from_dict({**h["config"], "seed": upstream_seed if upstream_seed is not None else DEFAULT_SEED})
+    cfg = header.config
     if seed is None:
-        seed = upstream_seed if upstream_seed is not None else DEFAULT_SEED
-    config = BuildConfig(pairs=cfg.pairs, mask=mask, units=cfg.units, output=cfg.output, seed=seed)
-    spec = TokenizerSpec(**h["tokenizer_spec"])
+        seed = cfg.seed  # the seed given to `pairs`, else the default
+    config = replace(cfg, mask=mask, seed=seed)
+    spec = header.tokenizer_spec
     tok = spec.load()
-    if tok.sha256 != h["tokenizer"]["sha256"]:
+    if tok.sha256 != header.tokenizer["sha256"]:
         raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
     vocab = MaskVocab.of(tok)
-    if upstream_seed is not None and upstream_seed != seed:
-        h["pairs_seed"] = upstream_seed  # pairs were drawn with another seed than the masks
-    h["config"] = {**config.as_dict(), "reader": h["config"].get("reader")}
-    out = StageWriter(sink, "masked", h)
+    # pairs drawn with another seed than the masks: the manifest says so
+    pairs_seed = cfg.seed if header.seed_given and cfg.seed != seed else None
+    out = StageWriter(sink, "masked", replace(header, config=config, seed_given=True, pairs_seed=pairs_seed))
     for unit, arrays in batches:
         if unit.get("unit_id") == TRAILER_UNIT:
             out.close(unit.get("read", {}))
@@ -129,9 +125,7 @@ def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite
     nothing that looks complete is left behind.
     """
     header, batches = read_stage(source, ("masked",))
-    h = header.header
-    cfg = BuildConfig.from_dict(h["config"])
-    config = BuildConfig(pairs=cfg.pairs, mask=cfg.mask, units=cfg.units, output=output, seed=cfg.seed)
+    config = replace(header.config, output=output)
     outdir.prepare(out_dir, overwrite)
     stats = BuildStats()
     trailer: dict = {}
@@ -143,7 +137,7 @@ def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite
                 continue
             yield masked_from(unit, arrays)
 
-    shards = write_shards(units(), out_dir, config, h["tokenizer"]["vocab_size"], stats)
+    shards = write_shards(units(), out_dir, config, int(header.tokenizer["vocab_size"]), stats)
     stats.read.files = trailer.get("files", 0)
     stats.read.documents = trailer.get("documents", 0)
     stats.read.sentences = trailer.get("sentences", 0)
@@ -151,8 +145,8 @@ def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite
     stats.read.skipped.update(trailer.get("skipped", {}))
     stats.read.repaired.update(trailer.get("repaired", {}))
     manifest = new_manifest(
-        config, reader=h["config"].get("reader"), sources=h["sources"], tokenizer=h["tokenizer"], shards=shards,
-        stats=stats.as_dict(), pairs_seed=h.get("pairs_seed"),
+        config, reader=header.reader, sources=header.sources, tokenizer=header.tokenizer, shards=shards,
+        stats=stats.as_dict(), pairs_seed=header.pairs_seed,
     )
     write_manifest(out_dir, manifest)
     return manifest

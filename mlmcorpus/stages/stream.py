@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
-from mlmcorpus.errors import InputError
+from mlmcorpus.config import DEFAULT_SEED, BuildConfig
+from mlmcorpus.errors import InputError, MlmCorpusError
 from mlmcorpus.segments import Segments
+from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.units import MaskedUnit, PairedUnit, PairStats, SegmentedUnit
 from mlmcorpus.readers import ReadStats
 from mlmcorpus.formats.arrow import empty_batch, from_numpy, numeric_values, to_arrow, to_numpy
@@ -35,10 +37,58 @@ _HEADER_KEY = b"mlmcorpus.header"
 
 @dataclass
 class StageHeader:
-    """What travels with the stream: stage name and a JSON-able header (config, tokenizer, sources)."""
+    """What travels with a stage stream (in its schema metadata) for the next stage and the manifest.
 
-    stage: str
-    header: dict
+    ``seed_given`` is False when `pairs` left the draws to `mask` (``config.seed`` is then
+    only the default); ``pairs_seed`` is set when `mask` used another seed than `pairs`.
+    """
+
+    config: BuildConfig
+    reader: dict[str, Any] | None
+    tokenizer: dict[str, Any]  # the manifest's tokenizer record
+    tokenizer_spec: TokenizerSpec
+    sources: list[str]
+    seed_given: bool = True
+    pairs_seed: int | None = None
+    stage: str = ""  # set when read: which stage wrote the stream
+
+    @property
+    def layout(self) -> RowLayout:
+        c = self.config
+        return RowLayout(c.pairs.max_seq_length, c.mask.max_predictions_per_seq, int(self.tokenizer["vocab_size"]))
+
+    def to_json(self) -> dict[str, Any]:
+        spec = self.tokenizer_spec
+        d: dict[str, Any] = {
+            "config": {**self.config.as_dict(), "seed": self.config.seed if self.seed_given else None, "reader": self.reader},
+            "tokenizer": self.tokenizer,
+            "tokenizer_spec": {"path": spec.path, "lowercase": spec.lowercase, "add_special_tokens": spec.add_special_tokens},
+            "sources": self.sources,
+        }
+        if self.pairs_seed is not None:
+            d["pairs_seed"] = self.pairs_seed
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], stage: str) -> StageHeader:
+        try:
+            cfg = d["config"]
+            seed = cfg.get("seed")
+            config = BuildConfig.from_dict({**cfg, "seed": DEFAULT_SEED if seed is None else seed})
+            return cls(
+                config=config,
+                reader=cfg.get("reader"),
+                tokenizer=dict(d["tokenizer"]),
+                tokenizer_spec=TokenizerSpec(**d["tokenizer_spec"]),
+                sources=list(d["sources"]),
+                seed_given=seed is not None,
+                pairs_seed=d.get("pairs_seed"),
+                stage=stage,
+            )
+        except MlmCorpusError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"malformed {stage} stream header on stdin ({type(e).__name__}: {e})") from None
 
 
 def _to_numpy(col: pa.Array) -> np.ndarray:
@@ -69,17 +119,16 @@ def _pair_stats_from(d: dict) -> PairStats:
 class StageWriter:
     """Writes a stage's stream: ``write_paired``/``write_masked`` per unit, ``close(read_stats)``."""
 
-    def __init__(self, sink: BinaryIO, stage: str, header: dict):
+    def __init__(self, sink: BinaryIO, stage: str, header: StageHeader):
         self.stage = stage
-        cfg = header["config"]
-        layout = RowLayout(cfg["pairs"]["max_seq_length"], cfg["mask"]["max_predictions_per_seq"], header["tokenizer"]["vocab_size"])
+        layout = header.layout
         if stage == "pairs":
             schema = layout.paired_stream_schema()
         elif stage == "segments":
             schema = segments_schema()
         else:
             schema = layout.masked_stream_schema()
-        self.schema = schema.with_metadata({_STAGE_KEY: stage.encode(), _HEADER_KEY: json.dumps(header).encode()})
+        self.schema = schema.with_metadata({_STAGE_KEY: stage.encode(), _HEADER_KEY: json.dumps(header.to_json()).encode()})
         self._writer = pa.ipc.new_stream(sink, self.schema)
 
     def _write(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -139,7 +188,11 @@ def read_stage(
     if stage not in expect:
         got = f"the output of `{_PRODUCER[stage]}`" if stage in _PRODUCER else "another Arrow stream"
         raise InputError(f"expected the output of {wanted} on stdin, got {got}")
-    header = StageHeader(stage, json.loads(meta[_HEADER_KEY]))
+    try:
+        raw = json.loads(meta[_HEADER_KEY])
+    except (KeyError, ValueError, RecursionError):
+        raise InputError(f"the {stage} stream on stdin has no readable header") from None
+    header = StageHeader.from_json(raw, stage)
 
     def batches() -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
         while True:

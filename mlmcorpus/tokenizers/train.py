@@ -25,6 +25,7 @@ from typing import cast
 import numpy as np
 
 from mlmcorpus import __version__, outdir
+from mlmcorpus.rng import CorpusStream, corpus_generator
 from mlmcorpus.errors import ConfigError, TokenizerError
 from mlmcorpus.tokenizers.base import SPECIAL_TOKENS
 from mlmcorpus.tokenizers.sentencepiece import SentencePieceTokenizer
@@ -164,7 +165,7 @@ def train_tokenizer(
     def corpus() -> Iterator[str]:
         if not config.input_sentence_size:
             return counted()  # everything, streamed straight into the trainer
-        rng = np.random.default_rng([config.seed, 0x5EED])
+        rng = corpus_generator(config.seed, CorpusStream.TOKENIZER_SAMPLE)
         return iter(reservoir_sample(counted(), config.input_sentence_size, rng))
 
     with tempfile.TemporaryDirectory(prefix="mlmcorpus-spm-") as tmp:

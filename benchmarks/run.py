@@ -202,8 +202,8 @@ def source_stamp(path: Path) -> dict:
     st = path.stat()
     # The prepared sentences come from mlmcorpus's reader and splitter: redo them when those change.
     reader = hashlib.sha256()
-    for name in ("readers.py", "sentences.py"):
-        reader.update((REPO / "mlmcorpus" / name).read_bytes())
+    for file in [*sorted((REPO / "mlmcorpus" / "readers").glob("*.py")), REPO / "mlmcorpus" / "sentences.py"]:
+        reader.update(file.read_bytes())
     return {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "mlmcorpus": getattr(mlmcorpus, "__version__", "?"), "reader_sha256": reader.hexdigest()[:16]}
 

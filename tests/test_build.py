@@ -70,10 +70,11 @@ def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_pat
 def test_documents_read_in_parts_give_the_same_shards(built, runner, spm_model, tmp_path, monkeypatch):
     """How the reader cuts long documents into parts, and its batches, never reach the output."""
     import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
 
     whole = run_build(runner, tmp_path / "whole", spm_model, "--workers", "2", "--unit-chars", "3000")
-    monkeypatch.setattr(readers, "_PART_CHARS", 500)
-    monkeypatch.setattr(readers, "_BATCH_CHARS", 2000)
+    monkeypatch.setattr(records, "_PART_CHARS", 500)
+    monkeypatch.setattr(records, "_BATCH_CHARS", 2000)
     parts = list(readers.iter_documents(resolve_sources([str(SAMPLE)]), ReaderConfig(), parts=True))
     assert sum(p.more for p in parts) > 100  # most articles of en_wiki.bert.txt come in parts
     cut = run_build(runner, tmp_path / "parts", spm_model, "--workers", "2", "--unit-chars", "3000")

@@ -20,14 +20,13 @@ from hypothesis import strategies as st
 
 from mlmcorpus.errors import ConfigError, InputError
 from mlmcorpus.readers import (
-    _CONTROL_CHAR,
-    _CONTROL_TABLE,
     ReaderConfig,
     ReadStats,
     detect_format,
     iter_documents,
     resolve_sources,
 )
+from mlmcorpus.readers.cleaning import _CONTROL_CHAR, _CONTROL_TABLE
 
 BERT_TEXT = "First sentence here.\nSecond one.\n\nOther document.\n\n\nThird doc line one.\nLine two.\n"
 
@@ -170,7 +169,7 @@ def test_text_files_and_jsonl_texts_split_alike(tmp_path_factory, lines):
 
 
 def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_path, monkeypatch):
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
     from mlmcorpus.engines.local import map_ordered
 
     recs = []
@@ -182,7 +181,7 @@ def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_p
         else:
             recs.append({"id": i, "text": " ".join(f"Sentence {i}.{k} here." for k in range(i % 9 + 1))})
     p = write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
-    monkeypatch.setattr(readers, "_BATCH_ITEMS", 3)  # many small batches in flight
+    monkeypatch.setattr(records, "_BATCH_ITEMS", 3)  # many small batches in flight
     expected, expected_stats = read([p], max_doc_sentences=4)
     stats = ReadStats()
 
@@ -199,14 +198,14 @@ def test_splitting_in_worker_processes_gives_the_same_documents_and_counts(tmp_p
 
 def test_a_truncated_file_keeps_its_first_documents_with_or_without_workers(tmp_path, monkeypatch):
     """A corrupt file found by walking a folder: what was read before the error counts, either way."""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
     from mlmcorpus.engines.local import map_ordered
 
     lines = "".join(json.dumps({"id": i, "text": f"Document {i} is here. It has two sentences."}) + "\n" for i in range(3000))
     data = gzip.compress(lines.encode())
     write(tmp_path / "in" / "a.jsonl.gz", data[: len(data) * 2 // 3])
     write(tmp_path / "in" / "b.jsonl", json.dumps({"id": "b", "text": "Last one. Still read."}) + "\n")
-    monkeypatch.setattr(readers, "_BATCH_ITEMS", 64)
+    monkeypatch.setattr(records, "_BATCH_ITEMS", 64)
     expected, expected_stats = read([tmp_path / "in"])
     assert 100 < len(expected) < 3000 and expected[-1].id == "b"
     assert expected_stats.skipped["unreadable_file"] == 1
@@ -260,12 +259,12 @@ def test_with_workers_the_reader_holds_a_bounded_amount_of_presplit_text(tmp_pat
     """Many long pre-split documents (books in the BERT layout), read while workers take the units:
     the text read ahead stays within the batches in flight, counted in characters, not documents.
     (Batches used to close at 512 documents: here that was the whole 6 MB file.)"""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
     from mlmcorpus.engines.local import LocalPool
 
     corpus = _bert_corpus(tmp_path / "books.bert.txt", docs=150, sentences=400)  # 6 MB, 40 kB a book
-    monkeypatch.setattr(readers, "_BATCH_CHARS", 32 * 1024)
-    monkeypatch.setattr(readers, "_PART_CHARS", 32 * 1024)
+    monkeypatch.setattr(records, "_BATCH_CHARS", 32 * 1024)
+    monkeypatch.setattr(records, "_PART_CHARS", 32 * 1024)
     with LocalPool(2) as pool:
         parts, worst = _read_ahead([tmp_path / "books.bert.txt"], side_map=pool.map)
         got = list(pool.map(_identity, parts()))  # the units' map: tasks in flight, as in a build
@@ -284,7 +283,7 @@ def test_with_workers_the_reader_holds_a_bounded_amount_of_presplit_text(tmp_pat
 def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
     """A 6 MB document (a BERT file without blank lines; a text file read as one document) is
     never held whole: parts of about _PART_CHARS characters go on as they are read."""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
 
     lines = [f"Line {k:06d} of one very long document goes on and on, like a book that never ends." for k in range(75_000)]
     if fmt == "bert":
@@ -299,7 +298,7 @@ def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
     # The part being handed on (at most one line over _PART_CHARS characters, and its lines'
     # breaks) and the next line.  (Every line has the same length.)
     line = len(lines[0]) + newlines
-    bound = (readers._PART_CHARS // len(lines[0]) + 2) * line + line
+    bound = (records._PART_CHARS // len(lines[0]) + 2) * line + line
     assert worst() <= bound, f"{worst() / 1e6:.3f} MB read ahead, bound {bound / 1e6:.3f} MB"
     assert len(got) > 5 and all(p.more for p in got[:-1]) and not got[-1].more
     assert len({p.id for p in got}) == 1
@@ -311,14 +310,14 @@ def test_one_huge_document_is_handed_on_in_parts(tmp_path, fmt):
 def test_a_paragraph_without_blank_lines_is_handed_on_in_parts(tmp_path):
     """Text without blank lines is one paragraph (held up to --max-line-bytes to be split), but it
     goes on to the workers in parts of about _PART_CHARS characters, not as one 6 MB item."""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
 
     lines = [f"Line {k:06d} of a file without a single blank line, one sentence a line." for k in range(85_000)]
     path = write(tmp_path / "flat.txt", "\n".join(lines) + "\n")
     assert path.stat().st_size > 6_000_000
     parts = list(iter_documents(resolve_sources([str(path)]), ReaderConfig(doc_boundary="file"), parts=True))
     assert len(parts) > 5 and [s for p in parts for s in p.sentences] == lines
-    assert max(sum(map(len, p.sentences)) for p in parts) <= readers._PART_CHARS + max(map(len, lines))
+    assert max(sum(map(len, p.sentences)) for p in parts) <= records._PART_CHARS + max(map(len, lines))
 
 
 def test_parquet_books_are_read_a_few_at_a_time(tmp_path):
@@ -337,7 +336,7 @@ def test_a_file_broken_inside_a_document_ends_it_there(tmp_path, monkeypatch, fm
     """A truncated file found by walking: its last document ends where the file broke, with all
     that was read of it, whatever part of it was handed on already; the next file's documents
     stay apart.  The same with and without workers, and for any part size."""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.records as records
     from mlmcorpus.engines.local import map_ordered
 
     lines = [f"Sentence {k} of a long book that is cut off." for k in range(20_000)]
@@ -360,7 +359,7 @@ def test_a_file_broken_inside_a_document_ends_it_there(tmp_path, monkeypatch, fm
     assert 5_000 < len(kept) < 20_000 and kept == lines[: len(kept)]
     assert whole[1].sentences == ["Next file.", "Its second paragraph."]
     assert stats.documents == 2 and stats.sentences == len(kept) + 2 and stats.skipped["unreadable_file"] == 1
-    monkeypatch.setattr(readers, "_PART_CHARS", 64 * 1024)
+    monkeypatch.setattr(records, "_PART_CHARS", 64 * 1024)
     for workers in (False, True):
         parts, parted_stats = read_all(workers, parts=True)
         a = [p for p in parts if p.source.endswith(name)]
@@ -371,7 +370,7 @@ def test_a_file_broken_inside_a_document_ends_it_there(tmp_path, monkeypatch, fm
 
 def test_an_error_that_is_not_the_files_is_not_retried(tmp_path, monkeypatch):
     """Only read errors end the document being read; a failing splitter is raised as it is, once."""
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.cleaning as cleaning
 
     calls = []
 
@@ -379,7 +378,7 @@ def test_an_error_that_is_not_the_files_is_not_retried(tmp_path, monkeypatch):
         calls.append(paragraph)
         raise RuntimeError("splitter failed")
 
-    monkeypatch.setattr(readers._DocumentReader, "paragraph_sentences", failing)
+    monkeypatch.setattr(cleaning._ProseSplitter, "paragraph_sentences", failing)
     with pytest.raises(RuntimeError, match="splitter failed"):
         read([write(tmp_path / "a.txt", "One paragraph.\n\nAnother.\n")])
     assert calls == ["One paragraph."]
@@ -605,12 +604,12 @@ def test_unknown_format(tmp_path):
 
 def test_unreadable_file(tmp_path, monkeypatch):
     p = write(tmp_path / "secret.txt", "x\n")
-    import mlmcorpus.readers as readers
+    import mlmcorpus.readers.opening as opening
 
     def deny(path):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(readers, "_open_raw", deny)
+    monkeypatch.setattr(opening, "_open_raw", deny)
     with pytest.raises(InputError, match=r"secret.txt: permission denied$"):
         read([p])
 
@@ -796,10 +795,10 @@ def _reference_paragraph_sentences(reader, paragraph: str) -> list[str]:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(list("Aa. ?!\t\u00a0\u2003\u3000\x0c\x07\u0301e\u00e9\"") + ["Mr.", "  ", "가다."]), max_size=40).map("".join))
 def test_sentence_whitespace_fast_path_matches_the_full_normalisation(paragraph):
-    from mlmcorpus.readers import _DocumentReader
+    from mlmcorpus.readers.cleaning import _ProseSplitter
 
     for config in (ReaderConfig(), ReaderConfig(splitter="none"), ReaderConfig(lowercase=True, normalize="nfkc")):
-        reader = _DocumentReader(config, ReadStats())
+        reader = _ProseSplitter(config, ReadStats())
         assert reader.paragraph_sentences(paragraph) == _reference_paragraph_sentences(reader, paragraph)
 
 

@@ -67,10 +67,6 @@ def detect_format(path: str) -> str | None:
     return _split_ext(path)[0]
 
 
-def _is_hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split(os.sep) if part not in (".", ".."))
-
-
 def resolve_sources(specs: Iterable[str], input_format: str | None = None) -> list[Source]:
     """Expand files, directories (recursive, sorted, hidden skipped), globs and ``-``.
 

@@ -48,6 +48,18 @@ class ReadStats:
             "repaired": dict(sorted(self.repaired.items())),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ReadStats:
+        """The inverse of :meth:`as_dict` (missing counts are 0)."""
+        return cls(
+            files=int(d.get("files", 0)),
+            documents=int(d.get("documents", 0)),
+            sentences=int(d.get("sentences", 0)),
+            bytes=int(d.get("bytes", 0)),
+            skipped=Counter(d.get("skipped", {})),
+            repaired=Counter(d.get("repaired", {})),
+        )
+
     def merge(self, other: ReadStats) -> None:
         self.files += other.files
         self.documents += other.documents

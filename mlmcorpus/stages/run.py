@@ -138,12 +138,7 @@ def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite
             yield masked_from(unit, arrays)
 
     shards = write_shards(units(), out_dir, config, int(header.tokenizer["vocab_size"]), stats)
-    stats.read.files = trailer.get("files", 0)
-    stats.read.documents = trailer.get("documents", 0)
-    stats.read.sentences = trailer.get("sentences", 0)
-    stats.read.bytes = trailer.get("bytes", 0)
-    stats.read.skipped.update(trailer.get("skipped", {}))
-    stats.read.repaired.update(trailer.get("repaired", {}))
+    stats.read = ReadStats.from_dict(trailer)
     manifest = new_manifest(
         config, reader=header.reader, sources=header.sources, tokenizer=header.tokenizer, shards=shards,
         stats=stats.as_dict(), pairs_seed=header.pairs_seed,

@@ -17,7 +17,7 @@ import click
 
 from mlmcorpus import __version__
 from mlmcorpus import formats
-from mlmcorpus.config import DEFAULT_SEED, MaskConfig, OutputConfig, PairConfig, UnitConfig
+from mlmcorpus.config import DEFAULT_SEED, MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH, MaskConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
 from mlmcorpus.readers import (
@@ -209,7 +209,7 @@ def _train_config(kw: dict, seed: int, threads: int | None = None) -> Any:
 def pair_options(f: Callable) -> Callable:
     """Instance (NSP pair) options and work-unit options."""
     options = [
-        click.option("--max-seq-length", type=click.IntRange(8, 32768), default=128, show_default=True,
+        click.option("--max-seq-length", type=click.IntRange(MIN_SEQ_LENGTH, MAX_SEQ_LENGTH), default=128, show_default=True,
                      help="Tokens per row, [CLS] A [SEP] B [SEP] included."),
         click.option("--short-seq-prob", type=click.FloatRange(0, 1), default=0.1, show_default=True,
                      help="Probability of a shorter target length (reference: 0.1)."),
@@ -246,7 +246,7 @@ def mask_options(f: Callable) -> Callable:
     options = [
         click.option("--masked-lm-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
                      show_default=True, help="Share of tokens to predict."),
-        click.option("--max-predictions-per-seq", type=click.IntRange(min=1), default=20, show_default=True,
+        click.option("--max-predictions-per-seq", type=click.IntRange(1, MAX_PREDICTIONS), default=20, show_default=True,
                      help="At most this many predictions per row."),
         click.option("--mask-ratios", default="0.8,0.1,0.1", show_default=True, callback=_parse_ratios,
                      help="What chosen tokens become: [MASK],random,unchanged."),
@@ -370,17 +370,20 @@ def tokenizer_load_options(f: Callable) -> Callable:
     return f
 
 
-def _tokenizer_spec(path: str | None, kw: dict) -> tuple[Any, Any]:
-    """(TokenizerSpec, loaded tokenizer) for --tokenizer, or (None, None) to train one."""
+def _tokenizer_spec(path: str | None, kw: dict, check: bool = True) -> Any:
+    """The TokenizerSpec of --tokenizer, or None to train one; ``check`` loads it now, to fail
+    early with the loader's message before any work."""
     from mlmcorpus.tokenizers import TokenizerSpec
 
     lowercase, add = kw.pop("lowercase"), kw.pop("add_special_tokens")
     if path is None:
         if lowercase is not None or add:
             raise ConfigError("--lowercase/--add-special-tokens apply to a --tokenizer you pass, not to a trained one")
-        return None, None
+        return None
     spec = TokenizerSpec(path, lowercase, add)
-    return spec, spec.load()  # loaded now: fail early, with the loader's message, before any work
+    if check:
+        spec.load()
+    return spec
 
 
 def _build_summary(manifest: Manifest, out_dir: str, seconds: float) -> str:
@@ -442,7 +445,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
 
     setup_logging(quiet)
     reader = _reader_config(kw)
-    spec, _ = _tokenizer_spec(tokenizer_path, kw)
+    spec = _tokenizer_spec(tokenizer_path, kw)
     train = _train_config(kw, seed)
     pairs, units = _pair_unit_configs(kw)
     config = BuildConfig(pairs=pairs, mask=_mask_config(kw), units=units, output=_output_config(kw), seed=seed)
@@ -503,7 +506,7 @@ def pairs(sources: tuple[str, ...], tokenizer_path: str, seed: int | None, worke
     setup_logging(quiet)
     _refuse_terminal_stdout("pairs")
     reader = _reader_config(kw)
-    spec, _ = _tokenizer_spec(tokenizer_path, kw)
+    spec = _tokenizer_spec(tokenizer_path, kw, check=False)  # run_pairs loads it first thing
     pair_cfg, units = _pair_unit_configs(kw)
     srcs = resolve_sources(sources or ("-",), reader.input_format)
     stats = run_pairs(srcs, sys.stdout.buffer, tokenizer=spec, reader=reader, pairs=pair_cfg, units=units, seed=seed,

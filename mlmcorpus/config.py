@@ -6,7 +6,7 @@ manifest; options that only change speed (workers, threads) do not.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from mlmcorpus import formats
 from mlmcorpus.errors import ConfigError
@@ -14,6 +14,9 @@ from mlmcorpus.errors import ConfigError
 __all__ = ["BuildConfig", "PairConfig", "MaskConfig", "OutputConfig", "UnitConfig", "DEFAULT_SEED"]
 
 DEFAULT_SEED = 12345
+#: Bounds of the row sizes (options, and any manifest read back: allocations follow from them).
+MIN_SEQ_LENGTH, MAX_SEQ_LENGTH = 8, 32768
+MAX_PREDICTIONS = 32768
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,10 @@ class PairConfig:
 
         if self.task not in tasks.NAMES:
             raise ConfigError(f"--pair-task: expected one of {', '.join(tasks.NAMES)}, got {self.task!r}")
-        if not 8 <= self.max_seq_length <= 32768:
-            raise ConfigError(f"--max-seq-length: must be between 8 and 32768, got {self.max_seq_length}")
+        if not MIN_SEQ_LENGTH <= self.max_seq_length <= MAX_SEQ_LENGTH:
+            raise ConfigError(
+                f"--max-seq-length: must be between {MIN_SEQ_LENGTH} and {MAX_SEQ_LENGTH}, got {self.max_seq_length}"
+            )
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ConfigError(f"--short-seq-prob: must be in [0, 1], got {self.short_seq_prob}")
         if self.dupe_factor < 1:
@@ -86,8 +91,8 @@ class MaskConfig:
             raise ConfigError(f"--masking: expected one of {', '.join(masking.NAMES)}, got {self.masking!r}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ConfigError(f"--masked-lm-prob: must be in (0, 1), got {self.masked_lm_prob}")
-        if self.max_predictions_per_seq < 1:
-            raise ConfigError(f"--max-predictions-per-seq: must be at least 1, got {self.max_predictions_per_seq}")
+        if not 1 <= self.max_predictions_per_seq <= MAX_PREDICTIONS:
+            raise ConfigError(f"--max-predictions-per-seq: must be between 1 and {MAX_PREDICTIONS}, got {self.max_predictions_per_seq}")
         ratios = tuple(float(r) for r in self.mask_ratios)
         if len(ratios) != 3 or not all(r >= 0 for r in ratios) or not abs(sum(ratios) - 1.0) <= 1e-9:  # NaN fails too
             raise ConfigError(f"--mask-ratios: expected three non-negative numbers summing to 1, got {self.mask_ratios}")
@@ -140,14 +145,26 @@ class BuildConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> BuildConfig:
-        """Inverse of :meth:`as_dict` (extra keys such as ``reader`` are ignored)."""
-        mask = dict(d["mask"])
-        mask["mask_ratios"] = tuple(mask["mask_ratios"])
+    def from_dict(cls, d: dict, ignore_unknown: bool = False) -> BuildConfig:
+        """Inverse of :meth:`as_dict` (extra top-level keys such as ``reader`` are ignored).
+
+        With ``ignore_unknown``, keys a section does not know are dropped too (a manifest
+        written by a newer mlmcorpus); missing ones take their defaults either way.
+        """
+
+        def section(klass: type, values: dict) -> dict:
+            if not ignore_unknown:
+                return dict(values)
+            known = {f.name for f in fields(klass)}
+            return {k: v for k, v in values.items() if k in known}
+
+        mask = section(MaskConfig, d["mask"])
+        if "mask_ratios" in mask:
+            mask["mask_ratios"] = tuple(mask["mask_ratios"])
         return cls(
-            pairs=PairConfig(**d["pairs"]),
+            pairs=PairConfig(**section(PairConfig, d["pairs"])),
             mask=MaskConfig(**mask),
-            units=UnitConfig(**d["units"]),
-            output=OutputConfig(**d["output"]),
+            units=UnitConfig(**section(UnitConfig, d["units"])),
+            output=OutputConfig(**section(OutputConfig, d["output"])),
             seed=int(d["seed"]),
         )

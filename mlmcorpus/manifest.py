@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlmcorpus import __version__, formats, outdir
-from mlmcorpus.config import BuildConfig
+from mlmcorpus.config import MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH, BuildConfig
 from mlmcorpus.errors import ConfigError, InputError, OutputError
 from mlmcorpus.schema import FORMAT_VERSION, RowLayout
 
@@ -28,10 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Manifest", "ShardEntry", "write_manifest", "read_manifest", "safe_join", "library_versions", "tokenizer_record"]
 
-#: Bounds on sizes read from an untrusted manifest (allocations follow from them).
-MAX_SEQ_LENGTH = 32768
-MAX_PREDICTIONS = 32768
 SPECIAL_ROLES = ("pad", "cls", "sep", "mask")
+REQUIRED_MASK_KEYS = ("masked_lm_prob", "mask_ratios")
 
 
 @dataclass
@@ -77,6 +75,8 @@ class Manifest:
     pairs_seed: int | None = None
     format_version: int = FORMAT_VERSION
     created_by: str = f"mlmcorpus {__version__}"
+    #: The JSON object as read (None for a manifest made in this process): what it says, verbatim.
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def seed(self) -> int:
@@ -92,7 +92,7 @@ class Manifest:
 
     @property
     def layout(self) -> RowLayout:
-        return RowLayout(self.config.pairs.max_seq_length, self.config.mask.max_predictions_per_seq, self.vocab_size)
+        return RowLayout.of(self.config, self.vocab_size)
 
     @property
     def format(self) -> str:
@@ -237,7 +237,7 @@ def read_manifest(out_dir: str) -> Manifest:
         if s.file in seen:
             raise InputError(f"{path}: shard {s.file!r} is listed twice")
         seen.add(s.file)
-    config, tokenizer = _config(m)
+    config, tokenizer = _config(m, path)
     pairs_seed = m.get("pairs_seed")
     return Manifest(
         config=config,
@@ -251,6 +251,7 @@ def read_manifest(out_dir: str) -> Manifest:
         pairs_seed=pairs_seed if type(pairs_seed) is int else None,
         format_version=version,
         created_by=str(m.get("created_by", "")),
+        raw=m,
     )
 
 
@@ -274,20 +275,24 @@ def _shard_entry(path: str, out_dir: str, entry: object) -> ShardEntry:
     )
 
 
-def _config(m: dict[str, Any]) -> tuple[BuildConfig, dict[str, Any]]:
+def _config(m: dict[str, Any], path: str) -> tuple[BuildConfig, dict[str, Any]]:
     """The build configuration and tokenizer record, sizes bounded before anything trusts them."""
     try:
         cfg, tok = m["config"], m["tokenizer"]
-        _int(cfg["pairs"]["max_seq_length"], "config.pairs.max_seq_length", 8, MAX_SEQ_LENGTH)
+        _int(cfg["pairs"]["max_seq_length"], "config.pairs.max_seq_length", MIN_SEQ_LENGTH, MAX_SEQ_LENGTH)
         _int(cfg["mask"]["max_predictions_per_seq"], "config.mask.max_predictions_per_seq", 1, MAX_PREDICTIONS)
+        for key in REQUIRED_MASK_KEYS:  # what --verify checks against: never a default
+            if key not in cfg["mask"]:
+                raise InputError(f"{path}: config.mask.{key} is missing")
         vocab = _int(tok["vocab_size"], "tokenizer.vocab_size", 6, 2**31 - 1)
         for role in SPECIAL_ROLES:
             _int(tok["special_ids"][role], f"tokenizer.special_ids.{role}", 0, vocab - 1)
-        fmt = cfg["output"].get("format", "parquet")
+        fmt = cfg["output"].get("format", formats.NAMES[0])
         if fmt not in formats.NAMES:
-            raise InputError(f"manifest.json: unknown output format {fmt!r}")
+            raise InputError(f"{path}: unknown output format {fmt!r}")
         try:
-            config = BuildConfig.from_dict({**cfg, "seed": m.get("seed", cfg.get("seed", 0))})
+            # Keys this version does not know are left out (a newer writer); values it knows are checked.
+            config = BuildConfig.from_dict({**cfg, "seed": m.get("seed", cfg.get("seed", 0))}, ignore_unknown=True)
         except ConfigError as e:
             raise InputError(f"manifest.json: config: {e}") from None
         return config, tok

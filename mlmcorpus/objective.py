@@ -16,12 +16,7 @@ from mlmcorpus.segments import segment_unit
 from mlmcorpus.tokenizers import SpecialIds, Tokenizer
 from mlmcorpus.units import MaskedUnit, PairedUnit, SegmentedUnit, Unit
 
-__all__ = ["layout_of", "instances_of", "pair_unit", "mask_unit", "unit_rows"]
-
-
-def layout_of(config: BuildConfig, vocab_size: int) -> RowLayout:
-    """The columns a build with ``config`` writes."""
-    return RowLayout(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+__all__ = ["instances_of", "pair_unit", "mask_unit", "unit_rows"]
 
 
 def instances_of(seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:

@@ -70,8 +70,9 @@ def tmp_shard_path(out_dir: str, index: int, suffix: str) -> str:
 
 
 def tmp_shard_suffix(tmp_path: str) -> str:
-    """The suffix a :func:`tmp_shard_path` was made with."""
-    return os.path.basename(tmp_path)[len(TMP_SHARD_PREFIX) + 5 :]
+    """The suffix a :func:`tmp_shard_path` was made with (after its index, of five digits or more)."""
+    rest = os.path.basename(tmp_path)[len(TMP_SHARD_PREFIX) :]
+    return rest[len(rest) - len(rest.lstrip("0123456789")) :]
 
 
 def spill_dir(out_dir: str) -> str:

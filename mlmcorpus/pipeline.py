@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import BuildConfig
 from mlmcorpus.engines import Engine, LocalPool
-from mlmcorpus.errors import InputError, OutputError
+from mlmcorpus.errors import InputError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import layout_of, pair_unit, unit_rows
+from mlmcorpus.objective import pair_unit, unit_rows
+from mlmcorpus.schema import RowLayout
 from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.runtime import release_memory
 from mlmcorpus.segments import segment_unit
@@ -38,13 +39,20 @@ from mlmcorpus.units import BuildStats, MaskedUnit, PairedUnit, SegmentedUnit, U
 
 log = logging.getLogger("mlmcorpus")
 
-__all__ = ["UnitJob", "PairJob", "write_shards", "build"]
+__all__ = ["UnitJob", "SegmentJob", "PairJob", "write_shards", "build"]
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(spec: TokenizerSpec) -> tuple[Tokenizer, MaskVocab]:
-    """This process's tokenizer for ``spec`` (a cache: loaded once per process, not per unit)."""
+def _loaded(spec: TokenizerSpec, sha256: str) -> tuple[Tokenizer, MaskVocab]:
+    """This process's tokenizer for ``spec`` (loaded once per process, not per unit).
+
+    Keyed by the file's sha256 as the build's parent saw it, so a file changed in place
+    between two builds of one process is loaded afresh, and one changed during a build is
+    an error rather than rows made with another tokenizer than the manifest names.
+    """
     tok = spec.load(threads=1)
+    if tok.sha256 != sha256:
+        raise TokenizerError(f"{spec.path}: the tokenizer file changed while the build was running (sha256 differs)")
     return tok, MaskVocab.of(tok)
 
 
@@ -52,19 +60,21 @@ def _loaded(spec: TokenizerSpec) -> tuple[Tokenizer, MaskVocab]:
 class UnitJob:
     """The whole per-unit job of a build: pair, mask and, with ``spill_dir``, the shuffle's stage 1.
 
-    Picklable and self-contained, so any engine can run it anywhere.
+    Picklable and self-contained (``tokenizer_sha256`` pins the file), so any engine can run
+    it anywhere.
     """
 
     tokenizer: TokenizerSpec
+    tokenizer_sha256: str
     config: BuildConfig
     spill_dir: str | None = None
 
     def warm(self) -> None:
         """Load the tokenizer before the first unit (an engine's per-process start)."""
-        _loaded(self.tokenizer)
+        _loaded(self.tokenizer, self.tokenizer_sha256)
 
     def __call__(self, unit: Unit) -> MaskedUnit:
-        tok, vocab = _loaded(self.tokenizer)
+        tok, vocab = _loaded(self.tokenizer, self.tokenizer_sha256)
         config = self.config
         masked = unit_rows(unit, tok, vocab, config)
         if self.spill_dir is not None and masked.columns is not None:
@@ -76,21 +86,33 @@ class UnitJob:
 
 
 @dataclass(frozen=True)
-class PairJob:
-    """The `pairs` stage's per-unit job: segments only (the seed left to `mask`) or NSP pairs."""
+class SegmentJob:
+    """The `pairs` stage's per-unit job when the seed is left to `mask`: tokenised segments only."""
 
     tokenizer: TokenizerSpec
+    tokenizer_sha256: str
     config: BuildConfig
-    segments_only: bool
 
     def warm(self) -> None:
-        _loaded(self.tokenizer)
+        _loaded(self.tokenizer, self.tokenizer_sha256)
 
-    def __call__(self, unit: Unit) -> SegmentedUnit | PairedUnit:
-        tok, _ = _loaded(self.tokenizer)
-        if self.segments_only:
-            return segment_unit(unit, tok, self.config)
-        return pair_unit(unit, tok, self.config)
+    def __call__(self, unit: Unit) -> SegmentedUnit:
+        return segment_unit(unit, _loaded(self.tokenizer, self.tokenizer_sha256)[0], self.config)
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """The `pairs --seed S` stage's per-unit job: unmasked NSP pairs."""
+
+    tokenizer: TokenizerSpec
+    tokenizer_sha256: str
+    config: BuildConfig
+
+    def warm(self) -> None:
+        _loaded(self.tokenizer, self.tokenizer_sha256)
+
+    def __call__(self, unit: Unit) -> PairedUnit:
+        return pair_unit(unit, _loaded(self.tokenizer, self.tokenizer_sha256)[0], self.config)
 
 
 # Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).
@@ -127,7 +149,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     shuffler = _shuffled_groups(task.index, task.run, task.config.seed, o.shuffle_buckets, o.shuffle_mb)
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
-    with formats.get(o.format).writer(task.out_dir, o, layout_of(task.config, task.vocab_size), task.shard) as writer:
+    with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
         step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
         g_lo = 0
         for g, n in enumerate(shuffler.group_rows):
@@ -144,7 +166,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
 def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig, vocab_size: int, pool: Engine) -> list[ShardEntry]:
     """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
-    per_shard = shard_rows(config.output, layout_of(config, vocab_size))
+    per_shard = shard_rows(config.output, RowLayout.of(config, vocab_size))
     index = shuffler.save_index()
     run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
@@ -153,7 +175,9 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
-        # When stage 2 ran in this process: forget the index (its spill maps close with it).
+        # When stage 2 ran in this process: unmap the spill files before they are removed.
+        if _shuffled_groups.cache_info().currsize:
+            _shuffled_groups(index, run, config.seed, config.output.shuffle_buckets, config.output.shuffle_mb).close()
         _shuffled_groups.cache_clear()
 
 
@@ -173,7 +197,7 @@ def write_shards(
     ones that made the units), or here without one.
     """
     o = config.output
-    writer = formats.get(o.format).writer(out_dir, o, layout_of(config, vocab_size))
+    writer = formats.get(o.format).writer(out_dir, o, RowLayout.of(config, vocab_size))
     shuffler = TwoStageShuffle(out_dir, config.seed, o.shuffle_buckets, o.shuffle_mb) if o.shuffle else None
     try:
         for unit in results:
@@ -239,33 +263,36 @@ def build(
     on_progress: Callable[[int], None] | None = None,
     on_unit: Callable[[MaskedUnit], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    engine: Callable[[int, Callable[[], None]], Engine] = LocalPool,
 ) -> Manifest:
     """Read ``sources``, (train a tokenizer if none is given), pair, mask, write shards and the manifest.
 
     Returns the manifest.  ``on_progress(n)`` gets raw input bytes consumed,
     ``on_unit`` each finished unit, ``on_phase`` a short name when a phase starts.
+    ``engine(workers, warm)`` makes the engine that runs the units (default: the local
+    process pool); the output does not depend on it.
     """
     outdir.prepare(out_dir, overwrite)
     trained = tokenizer is None
     if tokenizer is None:
         if on_phase:
             on_phase("training tokenizer")
-        prefix = outdir.tokenizer_prefix(out_dir)
-        train_tokenizer(
+        trained_tok, _ = train_tokenizer(
             lambda: iter_sentences(iter_documents(sources, reader, ReadStats(), parts=True)),
-            prefix,
+            outdir.tokenizer_prefix(out_dir),
             train or TrainConfig(),
             record={"sources": [s.path for s in sources], "reader": asdict(reader)},
         )
-        tokenizer = TokenizerSpec(prefix + ".model")
+        tokenizer = TokenizerSpec(trained_tok.path)
     tok = tokenizer.load()
+    formats.get(config.output.format)  # imported before the workers fork, not in each of them
     stats = BuildStats()
     if on_phase:
         on_phase("building")
     spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
 
-    job = UnitJob(tokenizer, config, spill_dir)
-    with LocalPool(workers, job.warm) as pool:
+    job = UnitJob(tokenizer, tok.sha256, config, spill_dir)
+    with engine(workers, job.warm) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None
         documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)

@@ -11,9 +11,13 @@ column or a dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from mlmcorpus.config import BuildConfig
 
 __all__ = [
     "FORMAT_VERSION",
@@ -84,6 +88,11 @@ class RowLayout:
     max_seq_length: int
     max_predictions: int
     vocab_size: int
+
+    @classmethod
+    def of(cls, config: BuildConfig, vocab_size: int) -> RowLayout:
+        """The columns a build with ``config`` writes with a vocabulary of ``vocab_size``."""
+        return cls(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
 
     @property
     def ids(self) -> np.dtype:

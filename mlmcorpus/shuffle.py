@@ -168,7 +168,7 @@ class TwoStageShuffle:
     Units must be added in unit order (:meth:`add` scatters here,
     :meth:`register` takes a unit a worker scattered).  After the last one,
     :attr:`group_rows` gives each group's size and :meth:`open_group` reads any
-    range of a permuted group; :meth:`drain` yields the groups whole, in order.
+    range of a permuted group.
     """
 
     def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):

@@ -533,7 +533,8 @@ def test_a_job_carries_its_context_into_a_fresh_process(spm_model):
     config = BuildConfig(units=UnitConfig(pool_docs=10))
     docs = iter_documents(resolve_sources([str(SAMPLE / "en_wiki.bert.txt")]), ReaderConfig(), ReadStats(), parts=True)
     unit = next(iter(iter_units(docs, config.units)))
-    job = UnitJob(TokenizerSpec(str(spm_model)), config)
+    spec = TokenizerSpec(str(spm_model))
+    job = UnitJob(spec, spec.load().sha256, config)
     here = job(unit)
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
         there = ex.submit(job, unit).result()
@@ -590,3 +591,50 @@ def test_library_tokenizer_functions(tmp_path):
     with pytest.raises(mlmcorpus.ConfigError, match="stdin"):
         mlmcorpus.run_tokenizer_train(mlmcorpus.resolve_sources(["-"]), str(tmp_path / "x"),
                                       reader=mlmcorpus.ReaderConfig(), train=mlmcorpus.TrainConfig())
+
+
+def test_a_tokenizer_file_replaced_between_builds_of_one_process_is_reloaded(tmp_path, spm_model):
+    """The per-process tokenizer cache is keyed by the file's sha256, not its path."""
+    import shutil
+
+    from mlmcorpus.tokenizers import TrainConfig, train_tokenizer
+
+    other, _ = train_tokenizer(
+        lambda: iter(["A small corpus of sentences.", "Another one follows here."] * 200), str(tmp_path / "other"),
+        TrainConfig(vocab_size=60, threads=1),
+    )
+    path = tmp_path / "tok.model"
+    config = BuildConfig(pairs=PairConfig(max_seq_length=64), units=UnitConfig(pool_docs=10))
+    sources = resolve_sources([str(SAMPLE / "en_wiki.bert.txt")])
+
+    def run(tok: Path, out: str):
+        return build(sources, str(tmp_path / out), reader=ReaderConfig(), config=config, tokenizer=TokenizerSpec(str(tok)))
+
+    shutil.copy(spm_model, path)
+    first = run(path, "first")
+    shutil.copy(other.path, path)  # same path, another model
+    second = run(path, "second")
+    fresh = run(Path(other.path), "fresh")
+    assert second.tokenizer["vocab_size"] == other.vocab_size != first.tokenizer["vocab_size"]
+    assert [s.sha256 for s in second.shards] == [s.sha256 for s in fresh.shards] != [s.sha256 for s in first.shards]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_a_failed_stage_2_in_this_process_unmaps_the_spill_files(tmp_path, spm_model, monkeypatch):
+    """Even while the caller holds the exception (and so the frames of the failed shard task)."""
+    from mlmcorpus.errors import MlmCorpusError
+    from mlmcorpus.formats.base import ShardWriter
+
+    def fail(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ShardWriter, "finish", fail)
+    config = BuildConfig(units=UnitConfig(pool_docs=10))
+    out = tmp_path / "out"
+    with pytest.raises(MlmCorpusError) as failure:
+        build(resolve_sources([str(SAMPLE)]), str(out), reader=ReaderConfig(), config=config,
+              tokenizer=TokenizerSpec(str(spm_model)), workers=1)
+    assert failure.value is not None  # held: its traceback keeps the task's frames alive
+    with open("/proc/self/maps") as f:
+        assert [line for line in f if str(out) in line] == []
+    assert not out.exists() or os.listdir(out) == []

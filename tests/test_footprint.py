@@ -159,7 +159,8 @@ def test_pool_workers_tune_the_collector(default_gc, spm_model):
     from mlmcorpus.pipeline import UnitJob
     from mlmcorpus.tokenizers import TokenizerSpec
 
-    with LocalPool(2, UnitJob(TokenizerSpec(str(spm_model)), BuildConfig()).warm) as pool:
+    spec = TokenizerSpec(str(spm_model))
+    with LocalPool(2, UnitJob(spec, spec.load().sha256, BuildConfig()).warm) as pool:
         states = list(pool.map(_gc_state, range(4)))
     assert all(threshold[0] == 10_000 and frozen > 0 for threshold, frozen in states), states
     assert _gc_state(None) == ((700, 10, 10), 0)  # the pool's owner is untouched

@@ -369,6 +369,26 @@ def test_malformed_manifest_values_are_one_line_errors(runner, corpus, edit, mes
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_a_manifest_with_keys_this_version_does_not_know_is_read(runner, corpus):
+    """A newer writer may add configuration keys: they are left out, what is known is still checked."""
+    m = json.loads((corpus / "manifest.json").read_text())
+    m["config"]["pairs"]["max_ngram"] = 3
+    m["config"]["output"]["compression"] = "lz4"
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    result = verify(runner, corpus)
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(runner.invoke(cli, ["inspect", str(corpus), "--json"]).stdout)
+    assert report["config"]["pairs"]["max_ngram"] == 3  # the report shows the manifest as written
+
+
+def test_a_manifest_without_the_masking_parameters_is_refused(runner, corpus):
+    m = json.loads((corpus / "manifest.json").read_text())
+    del m["config"]["mask"]["masked_lm_prob"]
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    result = runner.invoke(cli, ["inspect", str(corpus), "--verify"])
+    assert result.exit_code == 1 and "config.mask.masked_lm_prob is missing" in result.stderr
+
+
 def test_deeply_nested_manifest(runner, corpus):
     (corpus / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     result = runner.invoke(cli, ["inspect", str(corpus)], catch_exceptions=False)

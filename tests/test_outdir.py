@@ -83,3 +83,11 @@ def test_overwrite_that_cannot_remove_an_old_shard_is_an_error(tmp_path, monkeyp
     monkeypatch.setattr(shutil, "rmtree", stuck)
     with pytest.raises(OutputError, match=r"out: cannot remove train-00000-of-00001 for --overwrite \(Device or resource busy\)"):
         outdir.prepare(str(out), overwrite=True)
+
+
+@pytest.mark.parametrize("index", [0, 7, 99_999, 100_000, 1_234_567])
+@pytest.mark.parametrize("suffix", [".parquet", ""])
+def test_a_temporary_shard_name_gives_back_its_suffix(index, suffix):
+    tmp = outdir.tmp_shard_path("/out", index, suffix)
+    assert outdir.tmp_shard_suffix(tmp) == suffix
+    assert outdir.shard_name(index, index + 1, outdir.tmp_shard_suffix(tmp)).endswith(f"-of-{index + 1:05d}{suffix}")

@@ -65,7 +65,7 @@ class ShardWriter(ABC):
 
     @abstractmethod
     def _close_shard(self) -> None:
-        """Finish the open shard's file(s) and flush them to disk."""
+        """Finish the open shard's file(s)."""
 
     # -- public
     def __enter__(self) -> ShardWriter:
@@ -91,6 +91,7 @@ class ShardWriter(ABC):
         if self._open:
             self._end_shard()
         for tmp, info in zip(self._tmp_paths, self._shards):
+            self.format.sync(tmp)
             info.bytes, info.sha256, info.files = self.format.checksum(tmp)
         self._finished = True
         return list(zip(self._tmp_paths, self._shards))
@@ -158,6 +159,8 @@ class ShardFormat(ABC):
     suffix: str
     #: Whether a shard is a directory of :meth:`members`.
     is_directory: bool
+    #: What a lone shard of this format looks like, for an error message.
+    looks_like: str
 
     @abstractmethod
     def writer(self, out_dir: str, config: OutputConfig, layout: RowLayout, first_shard: int = 0) -> ShardWriter:
@@ -170,6 +173,10 @@ class ShardFormat(ABC):
     def members(self, path: str) -> list[str]:
         """The files a shard consists of, in checksum order."""
         return [path]
+
+    def sync(self, path: str) -> None:
+        """Flush a finished shard to disk (before it is renamed into place); a format whose
+        writer syncs its files as it closes them has nothing left to do."""
 
     @abstractmethod
     def checksum(self, path: str) -> tuple[int, str, dict[str, dict[str, object]]]:

@@ -64,6 +64,7 @@ class NumpyFormat(ShardFormat):
     name = "numpy"
     suffix = ""
     is_directory = True
+    looks_like = "a NumPy shard (a directory with input_ids.npy)"
 
     def writer(self, out_dir: str, config: OutputConfig, layout: RowLayout, first_shard: int = 0) -> ShardWriter:
         return NumpyShardWriter(self, out_dir, config, layout, first_shard)

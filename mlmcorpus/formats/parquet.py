@@ -34,7 +34,6 @@ class ParquetShardWriter(ShardWriter):
             use_dictionary=False,
             write_statistics=False,
         )
-        self._path = tmp_path
 
     def _write_group(self, cols: dict[str, np.ndarray]) -> None:
         arrays = [to_arrow(cols[name]) for name in COLUMNS]
@@ -42,19 +41,22 @@ class ParquetShardWriter(ShardWriter):
 
     def _close_shard(self) -> None:
         self._writer.close()
-        outdir.fsync_file(self._path)
 
 
 class ParquetFormat(ShardFormat):
     name = "parquet"
     suffix = ".parquet"
     is_directory = False
+    looks_like = "a .parquet shard"
 
     def writer(self, out_dir: str, config: OutputConfig, layout: RowLayout, first_shard: int = 0) -> ShardWriter:
         return ParquetShardWriter(self, out_dir, config, layout, first_shard)
 
     def is_shard(self, path: str) -> bool:
         return not os.path.isdir(path) and path.endswith(self.suffix)
+
+    def sync(self, path: str) -> None:
+        outdir.fsync_file(path)
 
     def checksum(self, path: str) -> tuple[int, str, dict[str, dict[str, object]]]:
         return os.path.getsize(path), sha256_file(path), {}

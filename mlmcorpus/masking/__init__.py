@@ -1,16 +1,20 @@
 """Masking policies by name (``MaskConfig.masking``): how positions are chosen and replaced.
 
 A new policy is a module with a :class:`~mlmcorpus.masking.base.MaskingPolicy` and an entry
-in :data:`_REGISTRY`.
+in :data:`_REGISTRY`.  Naming the policies (config checks) imports nothing heavy; the
+policies and the shared types load on first use.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from mlmcorpus.errors import ConfigError
-from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
-from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, mask_batch, num_to_predict
+
+if TYPE_CHECKING:
+    from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
+    from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, mask_batch, num_to_predict
 
 __all__ = [
     "NAMES",
@@ -28,6 +32,10 @@ __all__ = [
 _REGISTRY = {"token": ("mlmcorpus.masking.tokens", "TokenMasking")}
 NAMES = tuple(_REGISTRY)
 _LOADED: dict[str, MaskingPolicy] = {}
+_EXPORTS = {
+    "mlmcorpus.masking.base": ("MaskedBatch", "MaskingPolicy", "MaskVocab"),
+    "mlmcorpus.masking.tokens": ("KIND_KEEP", "KIND_MASK", "KIND_RANDOM", "mask_batch", "num_to_predict"),
+}
 
 
 def get(name: str) -> MaskingPolicy:
@@ -38,3 +46,10 @@ def get(name: str) -> MaskingPolicy:
             raise ConfigError(f"unknown masking policy {name!r} (known: {', '.join(NAMES)})") from None
         _LOADED[name] = getattr(importlib.import_module(module), cls)()
     return _LOADED[name]
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _EXPORTS.items():
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'mlmcorpus.masking' has no attribute {name!r}")

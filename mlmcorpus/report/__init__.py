@@ -67,7 +67,7 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
     kinds = merged["kinds"].tolist()
     masked_total = int(sum(kinds))
     candidates = int(sum(s.candidates for s in scans))
-    m = corpus.manifest.as_dict() if corpus.manifest is not None else {}
+    m = (corpus.manifest.raw or corpus.manifest.as_dict()) if corpus.manifest is not None else {}
     report: Report = {
         "path": path,
         "manifest": corpus.manifest is not None,

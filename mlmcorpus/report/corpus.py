@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from mlmcorpus import formats, outdir
+from mlmcorpus.config import MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH
 from mlmcorpus.errors import InputError
 from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.manifest import Manifest, ShardEntry, read_manifest
@@ -74,7 +75,8 @@ def open_corpus(path: str) -> Corpus:
     shard_dir, name = os.path.split(os.path.normpath(path))
     fmt = formats.detect(path)
     if fmt is None:
-        raise InputError(f"{path}: not an output directory (no manifest.json) nor a shard ({', '.join(formats.NAMES)})")
+        kinds = " nor ".join(formats.get(name).looks_like for name in formats.NAMES)
+        raise InputError(f"{path}: not an output directory (no manifest.json) nor {kinds}")
     shard_dir = shard_dir or "."
     if os.path.exists(outdir.manifest_path(shard_dir)):
         m = read_manifest(shard_dir)
@@ -89,6 +91,6 @@ def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
         L, P = fmt.sizes(path)
     except Exception as e:
         raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
-    if not (8 <= int(L) <= 32768 and 1 <= int(P) <= 32768):
+    if not (MIN_SEQ_LENGTH <= int(L) <= MAX_SEQ_LENGTH and 1 <= int(P) <= MAX_PREDICTIONS):
         raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
     return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False)

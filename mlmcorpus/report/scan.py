@@ -74,7 +74,7 @@ def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: ShardFormat) -> 
             return None
         return [path]
     if not os.path.isdir(path):
-        scan.fail("unreadable", f"not a {fmt.name} shard directory")
+        scan.fail("unreadable", f"not a shard directory ({fmt.looks_like})")
         return None
     files = fmt.members(path)
     bad = [os.path.basename(f) for f in files if not regular_inside(f)]

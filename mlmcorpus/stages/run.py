@@ -18,7 +18,7 @@ from mlmcorpus.errors import ConfigError
 from mlmcorpus.manifest import Manifest, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
 from mlmcorpus.objective import instances_of, mask_unit
-from mlmcorpus.pipeline import PairJob, write_shards
+from mlmcorpus.pipeline import PairJob, SegmentJob, write_shards
 from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
 from mlmcorpus.stages.stream import (
     TRAILER_UNIT,
@@ -76,13 +76,15 @@ def run_pairs(
         config, asdict(reader), tokenizer_record(tok, tokenizer, False), tokenizer, [s.path for s in sources], seed_given=seed is not None
     )
     out = StageWriter(sink, "segments" if seed is None else "pairs", header)
-    job = PairJob(tokenizer, config, segments_only=seed is None)
     docs = iter_documents(sources, reader, stats, parts=True)
-    for result in map_ordered(job, iter_units(docs, units), workers, job.warm):
-        if seed is None:
-            out.write_segmented(result)  # type: ignore[arg-type]
-        else:
-            out.write_paired(result)  # type: ignore[arg-type]
+    if seed is None:
+        segments = SegmentJob(tokenizer, tok.sha256, config)
+        for seg in map_ordered(segments, iter_units(docs, units), workers, segments.warm):
+            out.write_segmented(seg)
+    else:
+        job = PairJob(tokenizer, tok.sha256, config)
+        for paired in map_ordered(job, iter_units(docs, units), workers, job.warm):
+            out.write_paired(paired)
     out.close(stats)
     sink.flush()
     return stats

@@ -54,8 +54,7 @@ class StageHeader:
 
     @property
     def layout(self) -> RowLayout:
-        c = self.config
-        return RowLayout(c.pairs.max_seq_length, c.mask.max_predictions_per_seq, int(self.tokenizer["vocab_size"]))
+        return RowLayout.of(self.config, int(self.tokenizer["vocab_size"]))
 
     def to_json(self) -> dict[str, Any]:
         spec = self.tokenizer_spec

@@ -86,33 +86,30 @@ class UnitJob:
 
 
 @dataclass(frozen=True)
-class SegmentJob:
+class _StageJob:
+    tokenizer: TokenizerSpec
+    tokenizer_sha256: str
+    config: BuildConfig
+
+    def warm(self) -> None:
+        _loaded(self.tokenizer, self.tokenizer_sha256)
+
+    def _tokenizer(self) -> Tokenizer:
+        return _loaded(self.tokenizer, self.tokenizer_sha256)[0]
+
+
+class SegmentJob(_StageJob):
     """The `pairs` stage's per-unit job when the seed is left to `mask`: tokenised segments only."""
 
-    tokenizer: TokenizerSpec
-    tokenizer_sha256: str
-    config: BuildConfig
-
-    def warm(self) -> None:
-        _loaded(self.tokenizer, self.tokenizer_sha256)
-
     def __call__(self, unit: Unit) -> SegmentedUnit:
-        return segment_unit(unit, _loaded(self.tokenizer, self.tokenizer_sha256)[0], self.config)
+        return segment_unit(unit, self._tokenizer(), self.config)
 
 
-@dataclass(frozen=True)
-class PairJob:
+class PairJob(_StageJob):
     """The `pairs --seed S` stage's per-unit job: unmasked NSP pairs."""
 
-    tokenizer: TokenizerSpec
-    tokenizer_sha256: str
-    config: BuildConfig
-
-    def warm(self) -> None:
-        _loaded(self.tokenizer, self.tokenizer_sha256)
-
     def __call__(self, unit: Unit) -> PairedUnit:
-        return pair_unit(unit, _loaded(self.tokenizer, self.tokenizer_sha256)[0], self.config)
+        return pair_unit(unit, self._tokenizer(), self.config)
 
 
 # Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).

@@ -27,6 +27,7 @@ __all__ = [
     "ColumnType",
     "id_dtype",
     "labels_at",
+    "row_count",
     "token_type_ids",
     "attention_mask",
     "segments_schema",
@@ -194,6 +195,11 @@ class RowLayout:
 
     def paired_stream_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.paired_types().items()])
+
+
+def row_count(columns: dict[str, np.ndarray]) -> int:
+    """Rows in a batch of columns (compact or shard: every column has one entry per row)."""
+    return len(next(iter(columns.values()))) if columns else 0
 
 
 def segments_schema() -> pa.Schema:

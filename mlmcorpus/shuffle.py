@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlmcorpus import outdir
+from mlmcorpus.schema import row_count
 from mlmcorpus.rng import Purpose, ShuffleStream, unit_generator
 
 __all__ = ["TwoStageShuffle", "SpillUnit", "scatter"]
@@ -96,7 +97,7 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
     The rows are a pure function of (seed, unit, rows): any process, on any machine sharing
     the output directory, may run it (a retried unit's earlier rows are left unreferenced).
     """
-    n = len(cols["next_sentence_label"])
+    n = row_count(cols)
     if n == 0:
         return None
     target = unit_generator(seed, unit_id, Purpose.SHUFFLE, ShuffleStream.SCATTER).integers(0, buckets, size=n)

@@ -7,34 +7,28 @@ checks) imports neither pyarrow nor NumPy.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from mlmcorpus.errors import InputError
+from mlmcorpus.registry import Registry
 
 if TYPE_CHECKING:
     from mlmcorpus.formats.base import ShardFormat
 
 __all__ = ["NAMES", "get", "detect"]
 
-_REGISTRY = {
-    "parquet": ("mlmcorpus.formats.parquet", "ParquetFormat"),
-    "numpy": ("mlmcorpus.formats.numpy", "NumpyFormat"),
-}
+_REGISTRY: Registry[ShardFormat] = Registry(
+    "shard format",
+    {"parquet": ("mlmcorpus.formats.parquet", "ParquetFormat"), "numpy": ("mlmcorpus.formats.numpy", "NumpyFormat")},
+    InputError,
+)
 #: Format names, the default first.
-NAMES = tuple(_REGISTRY)
-_LOADED: dict[str, ShardFormat] = {}
+NAMES = _REGISTRY.names
 
 
 def get(name: str) -> ShardFormat:
     """The format called ``name`` (as ``--format`` and the manifest spell it)."""
-    if name not in _LOADED:
-        try:
-            module, cls = _REGISTRY[name]
-        except KeyError:
-            raise InputError(f"unknown shard format {name!r} (known: {', '.join(NAMES)})") from None
-        _LOADED[name] = getattr(importlib.import_module(module), cls)()
-    return _LOADED[name]
+    return _REGISTRY.get(name)
 
 
 def detect(path: str) -> ShardFormat | None:

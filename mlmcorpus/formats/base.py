@@ -20,7 +20,7 @@ import numpy as np
 from mlmcorpus import outdir
 from mlmcorpus.config import OutputConfig
 from mlmcorpus.manifest import ShardEntry
-from mlmcorpus.schema import COMPACT, RowLayout
+from mlmcorpus.schema import COMPACT, RowLayout, row_count
 
 __all__ = ["ShardFormat", "ShardWriter", "SealedShard", "shard_rows", "finish_shards"]
 
@@ -77,7 +77,7 @@ class ShardWriter(ABC):
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
         """Buffer rows given as :data:`~mlmcorpus.schema.COMPACT` columns; shard columns are built per row group."""
-        n = len(columns["next_sentence_label"])
+        n = row_count(columns)
         if n == 0:
             return
         for name in self._pending:

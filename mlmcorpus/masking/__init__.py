@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mlmcorpus.errors import ConfigError
+from mlmcorpus.registry import Registry
 
 if TYPE_CHECKING:
     from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
@@ -29,9 +30,8 @@ __all__ = [
     "KIND_KEEP",
 ]
 
-_REGISTRY = {"token": ("mlmcorpus.masking.tokens", "TokenMasking")}
-NAMES = tuple(_REGISTRY)
-_LOADED: dict[str, MaskingPolicy] = {}
+_REGISTRY: Registry[MaskingPolicy] = Registry("masking policy", {"token": ("mlmcorpus.masking.tokens", "TokenMasking")}, ConfigError)
+NAMES = _REGISTRY.names
 _EXPORTS = {
     "mlmcorpus.masking.base": ("MaskedBatch", "MaskingPolicy", "MaskVocab"),
     "mlmcorpus.masking.tokens": ("KIND_KEEP", "KIND_MASK", "KIND_RANDOM", "mask_batch", "num_to_predict"),
@@ -39,13 +39,7 @@ _EXPORTS = {
 
 
 def get(name: str) -> MaskingPolicy:
-    if name not in _LOADED:
-        try:
-            module, cls = _REGISTRY[name]
-        except KeyError:
-            raise ConfigError(f"unknown masking policy {name!r} (known: {', '.join(NAMES)})") from None
-        _LOADED[name] = getattr(importlib.import_module(module), cls)()
-    return _LOADED[name]
+    return _REGISTRY.get(name)
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from mlmcorpus import __version__, formats, outdir
 from mlmcorpus.config import MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH, BuildConfig
@@ -25,11 +25,21 @@ from mlmcorpus.schema import FORMAT_VERSION, RowLayout
 
 if TYPE_CHECKING:
     from mlmcorpus.tokenizers import Tokenizer, TokenizerSpec
+    from mlmcorpus.units import StatsRecord
 
-__all__ = ["Manifest", "ShardEntry", "write_manifest", "read_manifest", "safe_join", "library_versions", "tokenizer_record"]
+__all__ = ["Manifest", "ShardEntry", "Totals", "write_manifest", "read_manifest", "safe_join", "library_versions", "tokenizer_record"]
 
 SPECIAL_ROLES = ("pad", "cls", "sep", "mask")
 REQUIRED_MASK_KEYS = ("masked_lm_prob", "mask_ratios")
+
+
+class Totals(TypedDict):
+    """The manifest's claimed sums over its shards (``inspect --verify`` checks them)."""
+
+    shards: int
+    rows: int
+    tokens: int
+    bytes: int
 
 
 @dataclass
@@ -69,9 +79,9 @@ class Manifest:
     sources: list[str]
     tokenizer: dict[str, Any]
     shards: list[ShardEntry]
-    stats: dict[str, Any]
-    totals: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
+    stats: StatsRecord
+    totals: Totals
+    versions: dict[str, str] = field(default_factory=dict)
     pairs_seed: int | None = None
     format_version: int = FORMAT_VERSION
     created_by: str = f"mlmcorpus {__version__}"
@@ -123,11 +133,11 @@ def new_manifest(
     sources: list[str],
     tokenizer: dict[str, Any],
     shards: list[ShardEntry],
-    stats: dict[str, Any],
+    stats: StatsRecord,
     pairs_seed: int | None = None,
 ) -> Manifest:
     """The manifest of a build that just wrote ``shards``: totals and library versions filled in."""
-    totals = {
+    totals: Totals = {
         "shards": len(shards),
         "rows": sum(s.rows or 0 for s in shards),
         "tokens": sum(s.tokens or 0 for s in shards),
@@ -245,8 +255,9 @@ def read_manifest(out_dir: str) -> Manifest:
         sources=[s for s in m.get("sources", []) if isinstance(s, str)] if isinstance(m.get("sources"), list) else [],
         tokenizer=tokenizer,
         shards=shards,
-        stats=_object(m.get("stats")),
-        totals=_object(m.get("totals")),
+        # Claims to check, not to trust: their shape is whatever the file holds.
+        stats=cast("StatsRecord", _object(m.get("stats"))),
+        totals=cast(Totals, _object(m.get("totals"))),
         versions=_object(m.get("versions")),
         pairs_seed=pairs_seed if type(pairs_seed) is int else None,
         format_version=version,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlmcorpus.segments import Segments
     from mlmcorpus.shuffle import SpillUnit
 
-__all__ = ["Unit", "iter_units", "PairStats", "SegmentedUnit", "PairedUnit", "MaskedUnit", "BuildStats"]
+__all__ = ["Unit", "iter_units", "PairStats", "SegmentedUnit", "PairedUnit", "MaskedUnit", "BuildStats", "StatsRecord"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,43 @@ class SegmentedUnit:
 
 
 
+class InputRecord(TypedDict):
+    files: int
+    documents: int
+    sentences: int
+    bytes: int
+
+
+class NspRecord(TypedDict):
+    random_next: int
+    actual_next: int
+    random_ratio: float | None
+
+
+class MaskedRecord(TypedDict):
+    total: int
+    mask: int
+    random: int
+    keep: int
+    per_instance: float | None
+
+
+class StatsRecord(TypedDict):
+    """The manifest's ``stats``: :meth:`BuildStats.as_dict`."""
+
+    input: InputRecord
+    documents: int
+    sentences: int
+    tokens: int
+    units: int
+    instances: int
+    nsp: NspRecord
+    masked_positions: MaskedRecord
+    skipped: dict[str, int]
+    repaired: dict[str, int]
+    counts: dict[str, int]
+
+
 @dataclass
 class BuildStats:
     """Everything counted during a build; worker-count independent."""
@@ -177,7 +214,7 @@ class BuildStats:
         self.masked += unit.mask_counts
         self.units += 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> StatsRecord:
         p = self.pairs
         mask, rand, keep = (int(x) for x in self.masked)
         total = mask + rand + keep

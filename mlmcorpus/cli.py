@@ -246,8 +246,9 @@ def mask_options(f: Callable) -> Callable:
     options = [
         click.option("--masked-lm-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
                      show_default=True, help="Share of tokens to predict."),
-        click.option("--max-predictions-per-seq", type=click.IntRange(1, MAX_PREDICTIONS), default=20, show_default=True,
-                     help="At most this many predictions per row."),
+        click.option("--max-predictions-per-seq", type=click.IntRange(1, MAX_PREDICTIONS), default=None,
+                     help="At most this many predictions per row [default: ceil(max-seq-length × masked-lm-prob), "
+                          "20 at 128]. A smaller value caps the mask rate (warned about)."),
         click.option("--mask-ratios", default="0.8,0.1,0.1", show_default=True, callback=_parse_ratios,
                      help="What chosen tokens become: [MASK],random,unchanged."),
     ]

@@ -6,7 +6,8 @@ manifest; options that only change speed (workers, threads) do not.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from mlmcorpus import formats
 from mlmcorpus.errors import ConfigError
@@ -79,7 +80,8 @@ class MaskConfig:
     """
 
     masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int = 20
+    #: None: follow the row length (:func:`default_max_predictions`), 20 at 128 tokens.
+    max_predictions_per_seq: int | None = None
     mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     #: How positions are chosen: a name in :mod:`mlmcorpus.masking`.
     masking: str = "token"
@@ -91,12 +93,28 @@ class MaskConfig:
             raise ConfigError(f"--masking: expected one of {', '.join(masking.NAMES)}, got {self.masking!r}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ConfigError(f"--masked-lm-prob: must be in (0, 1), got {self.masked_lm_prob}")
-        if not 1 <= self.max_predictions_per_seq <= MAX_PREDICTIONS:
+        if self.max_predictions_per_seq is not None and not 1 <= self.max_predictions_per_seq <= MAX_PREDICTIONS:
             raise ConfigError(f"--max-predictions-per-seq: must be between 1 and {MAX_PREDICTIONS}, got {self.max_predictions_per_seq}")
         ratios = tuple(float(r) for r in self.mask_ratios)
         if len(ratios) != 3 or not all(r >= 0 for r in ratios) or not abs(sum(ratios) - 1.0) <= 1e-9:  # NaN fails too
             raise ConfigError(f"--mask-ratios: expected three non-negative numbers summing to 1, got {self.mask_ratios}")
         object.__setattr__(self, "mask_ratios", ratios)
+
+    def predictions_for(self, max_seq_length: int) -> int:
+        """The cap on predictions per row of ``max_seq_length`` tokens: the explicit value, or the default."""
+        if self.max_predictions_per_seq is not None:
+            return self.max_predictions_per_seq
+        return default_max_predictions(max_seq_length, self.masked_lm_prob)
+
+
+def default_max_predictions(max_seq_length: int, masked_lm_prob: float) -> int:
+    """``ceil(max_seq_length * masked_lm_prob)``: no row is ever capped below its share.
+
+    The reference's fixed 20 silently caps the mask rate near 4% at 512 tokens
+    (google-research/bert#516); this is 20 at 128 tokens and 15%, its setting.
+    The product is rounded to 9 places first, so 100 * 0.2 is 20, not 21.
+    """
+    return max(1, min(MAX_PREDICTIONS, math.ceil(round(max_seq_length * masked_lm_prob, 9))))
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,12 @@ class BuildConfig:
     units: UnitConfig = field(default_factory=UnitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        # A build records the cap it used, never "default": resolve it against the row length.
+        if self.mask.max_predictions_per_seq is None:
+            resolved = replace(self.mask, max_predictions_per_seq=self.mask.predictions_for(self.pairs.max_seq_length))
+            object.__setattr__(self, "mask", resolved)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,10 @@ from mlmcorpus.segments import segment_unit
 from mlmcorpus.tokenizers import SpecialIds, Tokenizer
 from mlmcorpus.units import MaskedUnit, PairedUnit, SegmentedUnit, Unit
 
-__all__ = ["instances_of", "pair_unit", "mask_unit", "unit_rows"]
+#: The count of rows whose predictions the cap cut short (in the manifest's stats.counts).
+CAPPED_ROWS = "rows_capped_by_max_predictions"
+
+__all__ = ["CAPPED_ROWS", "instances_of", "pair_unit", "mask_unit", "unit_rows"]
 
 
 def instances_of(seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
@@ -33,7 +36,10 @@ def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, see
     """Mask a paired unit by the configured policy, with the unit's own generator."""
     rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
     m = masking.get(mask_config.masking).mask(paired.input_ids, paired.lengths, vocab, mask_config, rng)
-    layout = RowLayout(paired.input_ids.shape[1], mask_config.max_predictions_per_seq, vocab.vocab_size)
+    L = paired.input_ids.shape[1]
+    layout = RowLayout(L, mask_config.predictions_for(L), vocab.vocab_size)
+    if m.capped_rows:
+        paired.stats.counts[CAPPED_ROWS] += m.capped_rows
     columns = layout.compact(
         m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label, m.masked_lm_positions, m.masked_lm_ids
     )

@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from mlmcorpus import formats, outdir
-from mlmcorpus.config import BuildConfig
+from mlmcorpus.config import BuildConfig, default_max_predictions
 from mlmcorpus.engines import Engine, LocalPool
 from mlmcorpus.errors import InputError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import pair_unit, unit_rows
+from mlmcorpus.objective import CAPPED_ROWS, pair_unit, unit_rows
 from mlmcorpus.schema import RowLayout
 from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.runtime import release_memory
@@ -241,7 +241,25 @@ def write_shards(
             "(one sentence per document? check --input-format / --doc-boundary)",
             ratio * 100,
         )
+    _warn_if_capped(stats, config)
     return shards
+
+
+#: Above this share of rows cut short by the predictions cap, the build warns.
+CAPPED_WARN_SHARE = 0.02
+
+
+def _warn_if_capped(stats: BuildStats, config: BuildConfig) -> None:
+    capped, rows = stats.pairs.counts.get(CAPPED_ROWS, 0), stats.pairs.instances
+    if rows and capped / rows > CAPPED_WARN_SHARE:
+        m = config.mask
+        log.warning(
+            "--max-predictions-per-seq %d binds on %.0f%% of rows: they get fewer predictions than "
+            "--masked-lm-prob %g asks (at --max-seq-length %d it would take %d); raise it, or leave it "
+            "unset to follow the row length",
+            m.predictions_for(config.pairs.max_seq_length), capped / rows * 100, m.masked_lm_prob,
+            config.pairs.max_seq_length, default_max_predictions(config.pairs.max_seq_length, m.masked_lm_prob),
+        )
 
 
 # ---------------------------------------------------------------- the whole build

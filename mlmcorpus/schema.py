@@ -93,7 +93,8 @@ class RowLayout:
     @classmethod
     def of(cls, config: BuildConfig, vocab_size: int) -> RowLayout:
         """The columns a build with ``config`` writes with a vocabulary of ``vocab_size``."""
-        return cls(config.pairs.max_seq_length, config.mask.max_predictions_per_seq, vocab_size)
+        L = config.pairs.max_seq_length
+        return cls(L, config.mask.predictions_for(L), vocab_size)
 
     @property
     def ids(self) -> np.dtype:

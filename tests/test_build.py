@@ -638,3 +638,23 @@ def test_a_failed_stage_2_in_this_process_unmaps_the_spill_files(tmp_path, spm_m
     with open("/proc/self/maps") as f:
         assert [line for line in f if str(out) in line] == []
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_an_explicit_cap_that_binds_is_counted_and_warned_about(runner, spm_model, tmp_path):
+    common = ["build", str(SAMPLE), "--tokenizer", str(spm_model), "--max-seq-length", "256", "--shard-size", "100000"]
+    result = runner.invoke(cli, [*common, "-o", str(tmp_path / "capped"), "--max-predictions-per-seq", "5"])
+    assert result.exit_code == 0, result.output
+    assert "--max-predictions-per-seq 5 binds on" in result.stderr and "it would take 39" in result.stderr
+    capped = json.loads((tmp_path / "capped" / "manifest.json").read_text())
+    assert capped["stats"]["counts"]["rows_capped_by_max_predictions"] > capped["stats"]["instances"] // 2
+
+    result = runner.invoke(cli, [*common, "-o", str(tmp_path / "default")])
+    assert result.exit_code == 0 and "binds on" not in result.stderr
+    default = json.loads((tmp_path / "default" / "manifest.json").read_text())
+    assert default["config"]["mask"]["max_predictions_per_seq"] == 39  # ceil(256 * 0.15), recorded
+    assert "rows_capped_by_max_predictions" not in default["stats"]["counts"]
+    for out in ("capped", "default"):
+        assert runner.invoke(cli, ["inspect", str(tmp_path / out), "--verify"]).exit_code == 0
+    rate = {out: json.loads(runner.invoke(cli, ["inspect", str(tmp_path / out), "--json"]).stdout)["distributions"]["masked"]["mask_rate"]
+            for out in ("capped", "default")}
+    assert rate["capped"] < 0.1 < 0.14 < rate["default"] < 0.16

@@ -12,6 +12,8 @@ ratio, a 1-point shift, a biased position) give p-values below 1e-30.
 
 from __future__ import annotations
 
+import math
+
 
 import numpy as np
 import pytest
@@ -46,9 +48,19 @@ RANDOM_IDS = np.arange(5, 105, dtype=np.int32)  # 100 ordinary ids
 # ----------------------------------------------------------------------------- helpers
 
 
-def reference_k(length: int, config: MaskConfig) -> int:
+def reference_cap(config: MaskConfig, L: int) -> int:
+    """The explicit cap, or the default that follows the row length: ceil(L * prob) with exact
+    rational arithmetic (no float rounding to guard against)."""
+    from fractions import Fraction
+
+    if config.max_predictions_per_seq is not None:
+        return config.max_predictions_per_seq
+    return max(1, math.ceil(L * Fraction(str(config.masked_lm_prob))))
+
+
+def reference_k(length: int, config: MaskConfig, L: int = 10**9) -> int:
     """The reference formula, computed with Python's own ``round`` (half-to-even)."""
-    return min(config.max_predictions_per_seq, max(1, round(length * config.masked_lm_prob)))
+    return min(reference_cap(config, L), max(1, round(length * config.masked_lm_prob)))
 
 
 def run(ids, lengths, config, seed=0, specials=SPECIALS, mask_id=MASK, random_ids=RANDOM_IDS) -> MaskedBatch:
@@ -86,7 +98,7 @@ def chosen_mask(m: MaskedBatch) -> np.ndarray:
 def check_invariants(ids, lengths, specials, mask_id, random_ids, config, m: MaskedBatch) -> None:
     """Every property of one ``mask_batch`` result that must hold for any random draw."""
     n, L = ids.shape
-    P = config.max_predictions_per_seq
+    P = reference_cap(config, L)
     special_set = set(int(s) for s in specials)
     random_set = set(int(r) for r in random_ids)
 
@@ -103,7 +115,7 @@ def check_invariants(ids, lengths, specials, mask_id, random_ids, config, m: Mas
         length = int(lengths[i])
         row, out, lab = ids[i], m.input_ids[i], m.labels[i]
         candidates = [j for j in range(length) if int(row[j]) not in special_set]
-        expected_k = min(reference_k(length, config), len(candidates))
+        expected_k = min(reference_k(length, config, L), len(candidates))
         pos = np.flatnonzero(chosen[i])
         k = len(pos)
         total += k
@@ -485,7 +497,7 @@ def test_batch_without_any_candidate_and_empty_batch():
     np.testing.assert_array_equal(m.counts, [0, 0, 0])
 
     empty = run(np.zeros((0, 16)), np.zeros(0), MaskConfig())
-    assert empty.input_ids.shape == (0, 16) and empty.masked_lm_positions.shape == (0, 20)
+    assert empty.input_ids.shape == (0, 16) and empty.masked_lm_positions.shape == (0, 3)  # ceil(16 * 0.15)
     np.testing.assert_array_equal(empty.counts, [0, 0, 0])
 
 
@@ -493,7 +505,7 @@ def test_sequence_shorter_than_max_predictions():
     # L = 8 < max_pred = 20; prob 0.9 -> round(8 * 0.9) = round(7.2) = 7, capped by 5 candidates
     n, L = 50, 8
     ids = np.tile(np.array([CLS, 10, 11, SEP, 12, 13, 14, SEP], dtype=np.int32), (n, 1))
-    cfg = MaskConfig(masked_lm_prob=0.9)
+    cfg = MaskConfig(masked_lm_prob=0.9, max_predictions_per_seq=20)
     m = run(ids, np.full(n, L), cfg, seed=1)
     check_invariants(ids, np.full(n, L), SPECIALS, MASK, RANDOM_IDS, cfg, m)
     assert m.masked_lm_positions.shape == (n, 20)
@@ -591,3 +603,32 @@ def test_choosing_in_row_chunks_gives_the_same_masks(monkeypatch, max_pred):
         assert np.array_equal(m.masked_lm_positions, whole.masked_lm_positions)
         assert np.array_equal(m.masked_lm_ids, whole.masked_lm_ids)
         assert np.array_equal(m.counts, whole.counts) and np.array_equal(m.num_masked, whole.num_masked)
+
+
+# ----------------------------------------------------------------------------- the max_predictions_per_seq trap
+
+
+@pytest.mark.parametrize(
+    "L,prob,expected",
+    [(128, 0.15, 20), (512, 0.15, 77), (64, 0.15, 10), (100, 0.2, 20), (8, 0.01, 1), (32768, 0.999, 32736)],
+)
+def test_the_default_cap_follows_the_row_length(L, prob, expected):
+    from mlmcorpus.config import BuildConfig, PairConfig, default_max_predictions
+
+    assert default_max_predictions(L, prob) == expected == reference_cap(MaskConfig(masked_lm_prob=prob), L)
+    config = BuildConfig(pairs=PairConfig(max_seq_length=L), mask=MaskConfig(masked_lm_prob=prob))
+    assert config.mask.max_predictions_per_seq == expected  # recorded resolved, never "default"
+    explicit = BuildConfig(pairs=PairConfig(max_seq_length=L), mask=MaskConfig(masked_lm_prob=prob, max_predictions_per_seq=7))
+    assert explicit.mask.max_predictions_per_seq == 7
+
+
+def test_with_the_default_cap_no_row_is_cut_short():
+    gen = np.random.default_rng(4)
+    L = 512
+    lengths = gen.integers(5, L + 1, size=2000)
+    ids = bert_rows(2000, L, lengths, gen, RANDOM_IDS)
+    m = run(ids, lengths, MaskConfig(), seed=2)
+    assert m.capped_rows == 0
+    np.testing.assert_array_equal(chosen_mask(m).sum(axis=1), [reference_k(int(x), MaskConfig(), L) for x in lengths])
+    capped = run(ids, lengths, MaskConfig(max_predictions_per_seq=20), seed=2)
+    assert capped.capped_rows == int(np.count_nonzero(np.rint(lengths * 0.15) > 20)) > 1000

@@ -49,6 +49,7 @@ class MaskedBatch:
     masked_lm_ids: np.ndarray
     counts: np.ndarray
     num_masked: np.ndarray  # int64[n]: the first num_masked[i] entries of row i's positions/ids are real
+    capped_rows: int = 0  # rows that wanted more predictions than max_predictions_per_seq allows
 
     @property
     def labels(self) -> np.ndarray:

@@ -22,10 +22,18 @@ __all__ = ["TokenMasking", "mask_batch", "num_to_predict", "KIND_MASK", "KIND_RA
 KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
 
 
-def num_to_predict(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
-    """The reference formula, before capping by the number of candidates."""
-    k = np.rint(lengths * config.masked_lm_prob).astype(np.int64)
-    return np.minimum(config.max_predictions_per_seq, np.maximum(1, k))
+def wanted_predictions(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
+    """``max(1, round(length * masked_lm_prob))``: a row's share, before any cap."""
+    return np.maximum(1, np.rint(lengths * config.masked_lm_prob).astype(np.int64))
+
+
+def num_to_predict(lengths: np.ndarray, config: MaskConfig, max_seq_length: int | None = None) -> np.ndarray:
+    """The reference formula, before capping by the number of candidates.
+
+    The cap is ``config``'s (for rows of ``max_seq_length`` tokens when it follows the length).
+    """
+    cap = config.predictions_for(max_seq_length if max_seq_length is not None else int(lengths.max(initial=0)))
+    return np.minimum(cap, wanted_predictions(lengths, config))
 
 
 #: Rows whose positions are chosen at a time (memory: a few (rows, L) arrays of 8 bytes).
@@ -39,7 +47,7 @@ def _choose(
     n, L = input_ids.shape
     cols = np.arange(L)
     candidate = (cols[None, :] < lengths[:, None]) & ~np.isin(input_ids, special_ids)
-    k = np.minimum(num_to_predict(lengths, config), candidate.sum(axis=1))
+    k = np.minimum(num_to_predict(lengths, config, L), candidate.sum(axis=1))
     keys = rng.random((n, L))
     np.copyto(keys, 2.0, where=~candidate)  # never among the k smallest while candidates remain
     if kk < L:
@@ -66,7 +74,7 @@ def mask_batch(
     are drawn from (the non-special vocabulary).
     """
     n, L = input_ids.shape
-    P = config.max_predictions_per_seq
+    P = config.predictions_for(L)
     kk = min(P, L)
     k = np.empty(n, dtype=np.int64)
     pos = np.empty((n, kk), dtype=np.int64)
@@ -95,7 +103,8 @@ def mask_batch(
     positions[:, :kk] = np.where(valid, pos, 0)
     ids[:, :kk] = np.where(valid, originals, 0)
     counts = np.bincount(kind[valid], minlength=3).astype(np.int64)
-    return MaskedBatch(out, positions, ids, counts, k)
+    capped = int(np.count_nonzero(wanted_predictions(lengths, config) > P))
+    return MaskedBatch(out, positions, ids, counts, k, capped)
 
 
 class TokenMasking(MaskingPolicy):

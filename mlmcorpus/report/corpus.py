@@ -52,7 +52,7 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
     c, sp = m.config, m.special_ids
     return CorpusParams(
         max_seq_length=c.pairs.max_seq_length,
-        max_predictions=c.mask.max_predictions_per_seq,
+        max_predictions=c.mask.predictions_for(c.pairs.max_seq_length),
         vocab_size=m.vocab_size,
         pad=sp["pad"],
         cls=sp["cls"],

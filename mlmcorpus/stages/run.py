@@ -116,7 +116,7 @@ def run_mask(source: BinaryIO, sink: BinaryIO, *, mask: MaskConfig, seed: int | 
             paired = instances_of(segmented_from(unit, arrays), config, tok.special_ids)
         else:
             paired = paired_from(unit, arrays)
-        out.write_masked(mask_unit(paired, vocab, mask, seed))
+        out.write_masked(mask_unit(paired, vocab, config.mask, seed))
     sink.flush()
 
 

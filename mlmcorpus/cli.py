@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlmcorpus import __version__
-from mlmcorpus import formats
+from mlmcorpus import formats, masking
 from mlmcorpus.config import DEFAULT_SEED, MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH, MaskConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
@@ -251,6 +251,18 @@ def mask_options(f: Callable) -> Callable:
                           "20 at 128]. A smaller value caps the mask rate (warned about)."),
         click.option("--mask-ratios", default="0.8,0.1,0.1", show_default=True, callback=_parse_ratios,
                      help="What chosen tokens become: [MASK],random,unchanged."),
+        click.option("--masking", type=click.Choice(masking.NAMES), default=masking.NAMES[0], show_default=True,
+                     help="token: any pieces (BERT); whole-word: whole words (Google); ngram: 1..--max-ngram "
+                          "words, p(n) ~ 1/n (ALBERT); span: geometric spans of words (SpanBERT)."),
+        click.option("--max-ngram", type=click.IntRange(1, 16), default=3, show_default=True,
+                     help="ngram masking: longest n-gram, in words."),
+        click.option("--span-p", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+                     help="span masking: p of the geometric span length (mean about 3.8 words at 0.2)."),
+        click.option("--max-span", type=click.IntRange(1, 64), default=10, show_default=True,
+                     help="span masking: longest span, in words."),
+        click.option("--replace-per", type=click.Choice(["piece", "word"]), default=None,
+                     help="One [MASK]/random/unchanged draw per piece, or per word group [default: word for "
+                          "span (SpanBERT), piece otherwise (Google, ALBERT)]."),
     ]
     return _apply(options, f)
 
@@ -260,6 +272,11 @@ def _mask_config(kw: dict) -> MaskConfig:
         masked_lm_prob=kw.pop("masked_lm_prob"),
         max_predictions_per_seq=kw.pop("max_predictions_per_seq"),
         mask_ratios=kw.pop("mask_ratios"),
+        masking=kw.pop("masking"),
+        max_ngram=kw.pop("max_ngram"),
+        span_p=kw.pop("span_p"),
+        max_span=kw.pop("max_span"),
+        replace_per=kw.pop("replace_per"),
     )
 
 

@@ -72,6 +72,9 @@ class PairConfig:
         return self.max_seq_length - 3
 
 
+REPLACE_PER = ("piece", "word")
+
+
 @dataclass(frozen=True)
 class MaskConfig:
     """BERT masking: how many positions, and what they become.
@@ -85,12 +88,30 @@ class MaskConfig:
     mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     #: How positions are chosen: a name in :mod:`mlmcorpus.masking`.
     masking: str = "token"
+    #: ``ngram``: n-grams of 1..max_ngram words, p(n) proportional to 1/n (ALBERT).
+    max_ngram: int = 3
+    #: ``span``: span lengths in words ~ Geometric(span_p) truncated to 1..max_span (SpanBERT).
+    span_p: float = 0.2
+    max_span: int = 10
+    #: What one 80/10/10 draw decides: each ``piece``, or a whole ``word`` group (a word,
+    #: n-gram or span).  None: ``word`` for span (SpanBERT), ``piece`` otherwise (Google, ALBERT).
+    replace_per: str | None = None
 
     def __post_init__(self) -> None:
         from mlmcorpus import masking
 
         if self.masking not in masking.NAMES:
             raise ConfigError(f"--masking: expected one of {', '.join(masking.NAMES)}, got {self.masking!r}")
+        if self.replace_per is None:
+            object.__setattr__(self, "replace_per", "word" if self.masking == "span" else "piece")
+        if self.replace_per not in REPLACE_PER:
+            raise ConfigError(f"--replace-per: expected one of {', '.join(REPLACE_PER)}, got {self.replace_per!r}")
+        if not 1 <= self.max_ngram <= 16:
+            raise ConfigError(f"--max-ngram: must be between 1 and 16, got {self.max_ngram}")
+        if not 1 <= self.max_span <= 64:
+            raise ConfigError(f"--max-span: must be between 1 and 64, got {self.max_span}")
+        if not 0.0 < self.span_p <= 1.0:
+            raise ConfigError(f"--span-p: must be in (0, 1], got {self.span_p}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ConfigError(f"--masked-lm-prob: must be in (0, 1), got {self.masked_lm_prob}")
         if self.max_predictions_per_seq is not None and not 1 <= self.max_predictions_per_seq <= MAX_PREDICTIONS:

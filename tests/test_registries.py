@@ -26,7 +26,7 @@ def test_todays_behaviour_is_the_default_entry_of_each_registry():
     "make,option",
     [
         (lambda: PairConfig(task="sop"), "--pair-task"),
-        (lambda: MaskConfig(masking="span"), "--masking"),
+        (lambda: MaskConfig(masking="bogus"), "--masking"),
         (lambda: OutputConfig(format="hdf5"), "--format"),
     ],
 )
@@ -38,8 +38,8 @@ def test_unknown_names_are_config_errors(make, option):
 def test_unknown_names_in_lookups():
     with pytest.raises(ConfigError, match="unknown pair task 'sop'"):
         tasks.get("sop")
-    with pytest.raises(ConfigError, match="unknown masking policy 'span'"):
-        masking.get("span")
+    with pytest.raises(ConfigError, match="unknown masking policy 'bogus'"):
+        masking.get("bogus")
     with pytest.raises(InputError, match="unknown shard format 'hdf5'"):
         formats.get("hdf5")
 

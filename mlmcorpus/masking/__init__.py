@@ -30,7 +30,16 @@ __all__ = [
     "KIND_KEEP",
 ]
 
-_REGISTRY: Registry[MaskingPolicy] = Registry("masking policy", {"token": ("mlmcorpus.masking.tokens", "TokenMasking")}, ConfigError)
+_REGISTRY: Registry[MaskingPolicy] = Registry(
+    "masking policy",
+    {
+        "token": ("mlmcorpus.masking.tokens", "TokenMasking"),
+        "whole-word": ("mlmcorpus.masking.words", "WholeWordMasking"),
+        "ngram": ("mlmcorpus.masking.words", "NgramMasking"),
+        "span": ("mlmcorpus.masking.words", "SpanMasking"),
+    },
+    ConfigError,
+)
 NAMES = _REGISTRY.names
 _EXPORTS = {
     "mlmcorpus.masking.base": ("MaskedBatch", "MaskingPolicy", "MaskVocab"),

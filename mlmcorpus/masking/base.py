@@ -22,6 +22,8 @@ class MaskVocab:
     mask_id: int
     random_ids: np.ndarray
     vocab_size: int
+    #: bool[vocab_size]: the piece starts a word (``▁``/no ``##``); what word-level policies group by.
+    word_start: np.ndarray | None = None
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> MaskVocab:
@@ -30,7 +32,8 @@ class MaskVocab:
         sp = tokenizer.special_ids
         never = {sp.cls, sp.sep, sp.pad, sp.mask} | set(range(tokenizer.base_size, tokenizer.vocab_size))
         specials = np.array(sorted(never), dtype=np.int32)
-        return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids(), tokenizer.vocab_size)
+        return cls(specials, tokenizer.special_ids.mask, tokenizer.random_token_ids(), tokenizer.vocab_size,
+                   tokenizer.word_start_mask())
 
 
 @dataclass(frozen=True)

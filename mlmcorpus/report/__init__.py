@@ -10,10 +10,13 @@ of the layout and the masking policy, by shard and row (:mod:`.verify`).
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 
 import numpy as np
 
-from mlmcorpus.errors import InputError
+from mlmcorpus.errors import InputError, MlmCorpusError
 from mlmcorpus.report.corpus import Corpus, CorpusParams, open_corpus
 from mlmcorpus.report.model import Report
 from mlmcorpus.report.render import render, render_samples
@@ -40,13 +43,16 @@ def _merge(scans: list[ShardScan], p: CorpusParams) -> dict:
     preds = np.zeros(p.max_predictions + 1, dtype=np.int64)
     nsp = np.zeros(2, dtype=np.int64)
     kinds = np.zeros(3, dtype=np.int64)
+    run_tokens = run_sq = 0
     for s in scans:
+        run_tokens += s.run_tokens
+        run_sq += s.run_sq
         if s.length_hist:
             length += np.asarray(s.length_hist)
             preds += np.asarray(s.predictions_hist)
         nsp += np.asarray(s.nsp)
         kinds += np.asarray(s.kinds)
-    return {"length": length, "predictions": preds, "nsp": nsp, "kinds": kinds}
+    return {"length": length, "predictions": preds, "nsp": nsp, "kinds": kinds, "run_tokens": run_tokens, "run_sq": run_sq}
 
 
 def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
@@ -60,6 +66,10 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
     if verify and corpus.manifest is None:
         raise InputError(f"{path}: --verify needs the manifest.json the shard was built with (special ids, vocabulary)")
     p = corpus.params
+    word_check = None
+    if verify and p.masking != "token":
+        word_start, word_check = _word_starts(corpus)
+        p = replace(p, word_start=word_start)
     jobs = [(corpus.out_dir, corpus.format.name, e, p, verify) for e in corpus.shards]
     scans = list(map_ordered(scan_shard, jobs, min(workers, max(len(jobs), 1))))
     merged = _merge(scans, p)
@@ -105,7 +115,28 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
     }
     if verify:
         report["verify"] = verdict(corpus, scans, merged)
+        if word_check is not None:
+            report["verify"]["word_check"] = word_check
     return report
+
+
+def _word_starts(corpus: Corpus) -> tuple[np.ndarray | None, str]:
+    """The word starts of the corpus's own tokenizer (to check that words stay whole), if it is found."""
+    from mlmcorpus.tokenizers import load_tokenizer
+
+    assert corpus.manifest is not None
+    tok_info = corpus.manifest.tokenizer
+    path = tok_info.get("path")
+    for candidate in ([os.path.join(corpus.out_dir, path), path] if isinstance(path, str) else []):
+        if os.path.isfile(candidate):
+            try:
+                tok = load_tokenizer(candidate, add_special_tokens=bool(tok_info.get("added_special_tokens")))
+            except MlmCorpusError as e:
+                return None, f"skipped: {e}"
+            if tok.sha256 != tok_info.get("sha256"):
+                return None, f"skipped: {candidate} is not the tokenizer the corpus was built with"
+            return tok.word_start_mask(), f"checked with {candidate}"
+    return None, "skipped: the corpus's tokenizer file was not found"
 
 
 def _sparse(hist: np.ndarray) -> dict[str, int]:

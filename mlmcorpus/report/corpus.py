@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH
 from mlmcorpus.errors import InputError
@@ -29,6 +31,10 @@ class CorpusParams:
     mask_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     random_next_prob: float = 0.5
     known_specials: bool = True  # False for a lone shard without a manifest
+    masking: str = "token"
+    replace_per: str = "piece"
+    #: bool[vocab]: the tokenizer's word starts, when a word-level policy's words are to be checked.
+    word_start: np.ndarray | None = None
 
     @property
     def never_masked(self) -> list[int]:
@@ -61,6 +67,8 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         masked_lm_prob=c.mask.masked_lm_prob,
         mask_ratios=c.mask.mask_ratios,
         random_next_prob=c.pairs.random_next_prob,
+        masking=c.mask.masking,
+        replace_per=c.mask.replace_per or "piece",
     )
 
 

@@ -37,6 +37,8 @@ class ShardScan:
     nsp: list[int] = field(default_factory=lambda: [0, 0])
     kinds: list[int] = field(default_factory=lambda: [0, 0, 0])  # [MASK], random, unchanged
     candidates: int = 0
+    run_tokens: int = 0  # masked pieces, counted in runs of adjacent ones (for grouped draws)
+    run_sq: int = 0  # sum over those runs of their length squared
     findings: list[str] = field(default_factory=list)
     problems: dict[str, int] = field(default_factory=dict)
 
@@ -167,5 +169,18 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     inside = cols < lengths[:, None]
     candidate = inside & ~np.isin(original, p.never_masked)
     scan.candidates += int(candidate.sum())
+    if p.replace_per == "word":
+        run_lengths = _run_lengths(masked)
+        scan.run_tokens += int(run_lengths.sum())
+        scan.run_sq += int((run_lengths**2).sum())
     if verify:
         check_rows(scan, b, Rows(ids, labels, am, lengths, masked, k, nsp, original, inside, candidate), p, offset)
+
+
+def _run_lengths(masked: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of adjacent True values in each row of ``masked`` (bool[n, L])."""
+    padded = np.zeros((masked.shape[0], masked.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = masked
+    edges = np.diff(padded, axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    return (ends[1] - starts[1]).astype(np.int64)  # np.nonzero is row-major: starts and ends pair up

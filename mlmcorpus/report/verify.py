@@ -93,9 +93,19 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
     scan.fail("labels", "a special token ([CLS]/[SEP]/[PAD]/[MASK]) is masked",
               rows_where((masked & np.isin(original, p.never_masked)).any(axis=1)), offset)
     predicted = np.minimum(p.max_predictions, np.maximum(1, np.rint(lengths * p.masked_lm_prob).astype(np.int64)))
-    predicted = np.minimum(predicted, candidate.sum(axis=1))
-    scan.fail("predictions", "number of masked positions does not follow min(max_pred, max(1, round(len * prob)))",
-              rows_where(k != predicted), offset)
+    if p.masking == "token":
+        predicted = np.minimum(predicted, candidate.sum(axis=1))
+        scan.fail("predictions", "number of masked positions does not follow min(max_pred, max(1, round(len * prob)))",
+                  rows_where(k != predicted), offset)
+    else:  # whole words, n-grams, spans: never cut to fill the budget, so at most it
+        scan.fail("predictions", "more masked positions than min(max_pred, max(1, round(len * prob)))",
+                  rows_where(k > predicted), offset)
+        if p.word_start is not None:
+            ws = p.word_start[np.clip(original, 0, len(p.word_start) - 1)]
+            # Two neighbouring pieces of one word are masked together or not at all.
+            same_word = candidate[:, 1:] & candidate[:, :-1] & ~ws[:, 1:]
+            scan.fail("words", f"a word is partly masked ({p.masking} masking keeps words whole)",
+                      rows_where((same_word & (masked[:, 1:] != masked[:, :-1])).any(axis=1)), offset)
     # Positions and ids: the masked positions in ascending order, then zeros.
     P = p.max_predictions
     expected_pos = np.sort(np.where(masked, cols, L), axis=1)[:, :P] if L >= P else np.pad(np.sort(np.where(masked, cols, L), axis=1), ((0, 0), (0, P - L)), constant_values=L)
@@ -129,13 +139,18 @@ def chi_square(observed: list[int], probabilities: list[float]) -> tuple[float, 
         df += 1
     if total == 0 or df <= 0:
         return 0.0, max(df, 0), 1.0
+    return stat, df, chi_square_p(stat, df)
+
+
+def chi_square_p(stat: float, df: int) -> float:
+    """P(X >= stat) for X ~ chi-square(df): exact for df 1 and 2."""
     if df == 1:
-        return stat, 1, math.erfc(math.sqrt(stat / 2))
+        return math.erfc(math.sqrt(stat / 2))
     if df == 2:
-        return stat, 2, math.exp(-stat / 2)
+        return math.exp(-stat / 2)
     # Wilson-Hilferty for larger df (not needed for three categories).
     z = ((stat / df) ** (1 / 3) - (1 - 2 / (9 * df))) / math.sqrt(2 / (9 * df))
-    return stat, df, 0.5 * math.erfc(z / math.sqrt(2))
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def expected_kinds(p: CorpusParams) -> list[float]:
@@ -200,6 +215,13 @@ def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings
                 break
 
 
+def _rescaled(stat: float, df: int, design_effect: float) -> tuple[float, int, float]:
+    if df <= 0 or not math.isfinite(stat):
+        return stat, df, 0.0 if not math.isfinite(stat) else 1.0
+    stat = stat / design_effect
+    return stat, df, chi_square_p(stat, df)
+
+
 def verdict(corpus: Corpus, scans: list[ShardScan], merged: dict) -> dict[str, Any]:
     """The report's ``verify`` section: every finding of the scans, the corpus checks and the
     mask-split test; ``passed`` when there is none."""
@@ -207,6 +229,12 @@ def verdict(corpus: Corpus, scans: list[ShardScan], merged: dict) -> dict[str, A
     kinds = merged["kinds"].tolist()
     masked_total = int(sum(kinds))
     stat, df, pvalue = chi_square(kinds, expected_kinds(p))
+    if p.replace_per == "word" and merged["run_tokens"]:
+        # One draw decides a whole group: its pieces are not independent observations. Divide by
+        # the design effect of clusters = runs of adjacent masked pieces (two touching groups make
+        # one run, which overstates it: conservative).
+        design_effect = max(1.0, merged["run_sq"] / merged["run_tokens"])
+        stat, df, pvalue = _rescaled(stat, df, design_effect)
     findings: list[str] = []
     problems: dict[str, int] = {}
     for s in scans:

@@ -1,0 +1,237 @@
+"""Word-level masking (issue 11): whole-word, ngram (ALBERT) and span (SpanBERT).
+
+Rows are built over a synthetic vocabulary whose word starts are known: ids 5..204 start a
+word, 205..404 continue one; 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK].
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlmcorpus.cli import cli
+from mlmcorpus.config import MaskConfig
+from mlmcorpus.masking import MaskVocab
+from mlmcorpus.masking import words as wm
+from mlmcorpus.report.verify import ALPHA, chi_square
+
+from .conftest import ROOT, SAMPLE
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
+V = 405
+WORD_START = np.zeros(V, dtype=bool)
+WORD_START[:205] = True  # specials count as starts, like Tokenizer.word_start_mask
+VOCAB = MaskVocab(np.array([PAD, CLS, SEP, MASK], dtype=np.int32), MASK, np.arange(5, V, dtype=np.int32), V, WORD_START)
+POLICIES = ("whole-word", "ngram", "span")
+
+
+def rows(n: int, L: int, gen: np.random.Generator, max_pieces: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] words [SEP] words [SEP] [PAD]...; each word 1..max_pieces pieces."""
+    ids = np.full((n, L), PAD, dtype=np.int32)
+    lengths = gen.integers(8, L + 1, size=n)
+    for i in range(n):
+        row = [CLS]
+        while len(row) < lengths[i] - 1:
+            row.append(int(gen.integers(5, 205)))
+            row.extend(int(x) for x in gen.integers(205, V, size=int(gen.integers(0, max_pieces))))
+        row = row[: lengths[i] - 1]
+        row[len(row) // 2] = SEP
+        row.append(SEP)
+        ids[i, : len(row)] = row
+    return ids, lengths
+
+
+def word_index(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Word index per position (-1 off words), computed independently of the module."""
+    out = np.full(ids.shape, -1, dtype=np.int64)
+    for i in range(len(ids)):
+        w, prev_word = -1, False
+        for j in range(int(lengths[i])):
+            t = int(ids[i, j])
+            if t in (PAD, CLS, SEP, MASK):
+                prev_word = False
+                continue
+            if WORD_START[t] or not prev_word:
+                w += 1
+            out[i, j] = w
+            prev_word = True
+    return out
+
+
+def mask(ids, lengths, config, seed=0):
+    return wm.mask_words(ids, lengths, VOCAB, config, np.random.default_rng(seed))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), policy=st.sampled_from(POLICIES), per=st.sampled_from(["piece", "word"]),
+       prob=st.sampled_from([0.15, 0.3, 0.6]))
+def test_words_are_never_split_and_the_budget_is_kept(seed, policy, per, prob):
+    gen = np.random.default_rng(seed)
+    ids, lengths = rows(30, 48, gen)
+    cfg = MaskConfig(masking=policy, replace_per=per, masked_lm_prob=prob, max_predictions_per_seq=12)
+    m = mask(ids, lengths, cfg, seed)
+    chosen = m.labels != -100
+    wid = word_index(ids, lengths)
+    for i in range(len(ids)):
+        for w in range(wid[i].max() + 1):
+            sel = chosen[i][wid[i] == w]
+            assert sel.all() or not sel.any(), (i, w)
+    assert not chosen[np.isin(ids, [PAD, CLS, SEP, MASK])].any()
+    budget = np.minimum(12, np.maximum(1, np.rint(lengths * prob)))
+    assert (chosen.sum(axis=1) <= budget).all()
+    np.testing.assert_array_equal(m.labels[chosen], ids[chosen])
+    # positions and ids: the chosen positions ascending, then zeros
+    for i in range(len(ids)):
+        pos = np.flatnonzero(chosen[i])
+        np.testing.assert_array_equal(m.masked_lm_positions[i, : len(pos)], pos)
+        assert not m.masked_lm_positions[i, len(pos) :].any()
+        np.testing.assert_array_equal(m.masked_lm_ids[i, : len(pos)], ids[i, pos])
+    assert int(m.counts.sum()) == int(chosen.sum())
+
+
+def test_one_piece_words_fill_the_budget_exactly():
+    """With every word one piece, the greedy never has to skip: the count is the token formula."""
+    gen = np.random.default_rng(1)
+    ids, lengths = rows(300, 64, gen, max_pieces=1)
+    for policy in POLICIES:
+        m = mask(ids, lengths, MaskConfig(masking=policy), 3)
+        cand = (np.arange(64)[None, :] < lengths[:, None]) & ~np.isin(ids, [PAD, CLS, SEP, MASK])
+        want = np.minimum(np.minimum(10, np.maximum(1, np.rint(lengths * 0.15))), cand.sum(axis=1))
+        np.testing.assert_array_equal((m.labels != -100).sum(axis=1), want, err_msg=policy)
+
+
+def first_group_lengths(policy: str, n: int, pmf_config: MaskConfig | None = None) -> np.ndarray:
+    """Length in words of each row's rank-0 group, among rows where it could not be clipped."""
+    gen = np.random.default_rng(7)
+    L = 256
+    ids = np.full((n, L), PAD, dtype=np.int32)
+    ids[:, 0], ids[:, L - 1] = CLS, SEP
+    ids[:, 1 : L - 1] = gen.integers(5, 205, size=(n, L - 2))  # one-piece words: no shortening needed
+    lengths = np.full(n, L)
+    cfg = MaskConfig(masking=policy, max_predictions_per_seq=64)  # budget 38 >= any group
+    pmf = wm.group_length_pmf(pmf_config or cfg)
+    streams = np.random.default_rng(11).spawn(4)
+    chosen, _, group = wm.choose_groups(ids, lengths, VOCAB, cfg, 64, pmf, streams)
+    first = group == 0
+    start = np.argmax(first, axis=1)
+    size = first.sum(axis=1)
+    room = (L - 1) - start  # words from the start to the row's end
+    return size[room >= len(pmf)]
+
+
+@pytest.mark.parametrize("policy,expected_mean", [("ngram", (1 + 2 * 0.5 + 3 / 3) / (1 + 0.5 + 1 / 3)), ("span", None)])
+def test_group_lengths_follow_their_distribution(policy, expected_mean):
+    """Chi-square of the first group's length in words against p(n) ∝ 1/n (ngram) or the
+    truncated geometric (span), on ~20k rows; a wrong distribution fails (planted below)."""
+    sizes = first_group_lengths(policy, 20_000)
+    pmf = wm.group_length_pmf(MaskConfig(masking=policy))
+    observed = np.bincount(sizes, minlength=len(pmf) + 1)[1:]
+    assert observed.sum() > 19_000
+    _, _, p = chi_square(observed.tolist(), pmf.tolist())
+    assert p > ALPHA, (observed, pmf * observed.sum())
+    if expected_mean is not None:
+        assert abs(sizes.mean() - expected_mean) < 0.03
+    else:  # SpanBERT: geometric(0.2) truncated to 1..10 has mean 3.78 words
+        assert abs(sizes.mean() - 3.78) < 0.05
+    # Planted error: the same lengths tested against the other policy's distribution fail.
+    other = wm.group_length_pmf(MaskConfig(masking="span" if policy == "ngram" else "ngram"))
+    k = min(len(other), len(observed))
+    _, _, p_wrong = chi_square(observed[:k].tolist(), (other[:k] / other[:k].sum()).tolist())
+    assert p_wrong < ALPHA
+
+
+def test_whole_word_groups_are_single_words():
+    sizes = first_group_lengths("whole-word", 2000)
+    assert (sizes == 1).all()
+
+
+def test_replace_per_word_gives_a_group_one_fate():
+    gen = np.random.default_rng(5)
+    ids, lengths = rows(400, 64, gen)
+    for per, shared in (("word", True), ("piece", False)):
+        cfg = MaskConfig(masking="span", replace_per=per)
+        streams = np.random.default_rng(2).spawn(4)
+        chosen, kind, group = wm.choose_groups(ids, lengths, VOCAB, cfg, 10, wm.group_length_pmf(cfg), streams)
+        mixed = 0
+        for i in range(len(ids)):
+            for g in set(group[i][group[i] >= 0].tolist()):
+                kinds = set(kind[i][group[i] == g].tolist())
+                mixed += len(kinds) > 1
+        assert (mixed == 0) if shared else (mixed > 50)
+
+
+def test_the_masks_do_not_depend_on_the_chunk_size(monkeypatch):
+    gen = np.random.default_rng(9)
+    ids, lengths = rows(300, 48, gen)
+    whole = mask(ids, lengths, MaskConfig(masking="span"), 4)
+    monkeypatch.setattr(wm, "_CHUNK_ROWS", 7)
+    chunked = mask(ids, lengths, MaskConfig(masking="span"), 4)
+    np.testing.assert_array_equal(whole.input_ids, chunked.input_ids)
+    np.testing.assert_array_equal(whole.masked_lm_positions, chunked.masked_lm_positions)
+
+
+def test_the_split_follows_the_ratios():
+    """80/10/10 per piece over many pieces (chi-square at ALPHA); and a planted 50/25/25 fails."""
+    gen = np.random.default_rng(3)
+    ids, lengths = rows(3000, 64, gen)
+    m = mask(ids, lengths, MaskConfig(masking="whole-word"), 8)
+    chosen = m.labels != -100
+    is_mask = (m.input_ids == MASK) & chosen
+    same = (m.input_ids == ids) & chosen
+    observed = [int(is_mask.sum()), int(chosen.sum() - is_mask.sum() - same.sum()), int(same.sum())]
+    q = 1 / (V - 5)
+    expected = [0.8, 0.1 * (1 - q), 0.1 + 0.1 * q]
+    assert chi_square(observed, expected)[2] > ALPHA
+    assert chi_square(observed, [0.5, 0.25, 0.25])[2] < ALPHA
+    assert sum(observed) > 15_000 and (m.input_ids[chosen & ~is_mask & ~same] >= 5).all()
+
+
+def test_run_lengths():
+    from mlmcorpus.report.scan import _run_lengths
+
+    masked = np.array([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)
+    assert _run_lengths(masked).tolist() == [2, 1, 5]
+
+
+# ------------------------------------------------------------------ through build and inspect
+
+
+WORDPIECE = ROOT / "tests" / "golden" / "sample-wordpiece-3k.vocab.txt"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_each_policy_builds_the_same_for_any_workers_and_verifies(runner, tmp_path, policy):
+    vocab = WORDPIECE
+    digests = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(vocab), "--masking", policy,
+                                     "-j", workers, "-q", "--pool-docs", "25"])
+        assert result.exit_code == 0, result.output
+        m = json.loads((out / "manifest.json").read_text())
+        digests.append([s["sha256"] for s in m["shards"]])
+    assert digests[0] == digests[1]
+    assert m["config"]["mask"]["masking"] == policy
+    report = runner.invoke(cli, ["inspect", str(tmp_path / "w1"), "--verify", "--json"])
+    assert report.exit_code == 0, report.stdout
+    v = json.loads(report.stdout)["verify"]
+    assert v["passed"] and v["word_check"].startswith("checked with")
+
+
+def test_verify_catches_split_words(runner, tmp_path):
+    """Planted break: a token-masked corpus whose manifest claims whole-word masking."""
+    vocab = WORDPIECE
+    out = tmp_path / "tok"
+    assert runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(vocab), "-q"]).exit_code == 0
+    m = json.loads((out / "manifest.json").read_text())
+    m["config"]["mask"]["masking"] = "whole-word"
+    (out / "manifest.json").write_text(json.dumps(m))
+    result = runner.invoke(cli, ["inspect", str(out), "--verify", "--json"])
+    v = json.loads(result.stdout)["verify"]
+    assert result.exit_code == 1 and "words" in v["problems"] and not v["passed"]
+    assert any("a word is partly masked" in f for f in v["findings"])
+

@@ -146,6 +146,14 @@ def all_contenders(pair_task_none: bool) -> list[Contender]:
     # Memory growth with input size on the same kind of text: the first 20 MB of en_gutenberg.
     for dupe in (1, 5):
         cs.append(Contender(f"gutenberg20.build.spm.d{dupe}.w2", "build", "gutenberg20", "spm", dupe=dupe, workers=2))
+    # Objectives (issue 11): each masking policy against the default build, en_wikipedia WordPiece dupe 5 -j 2.
+    for policy in ("whole-word", "ngram", "span"):
+        cs.append(
+            Contender(
+                f"wiki.build.wp.d5.w2.{policy}", "build", "wiki", "wp", dupe=5, workers=2,
+                extra=("--masking", policy), variant=f"--masking {policy}",
+            )
+        )
     # Hugging Face comparison: en_wikipedia, dupe 1, WordPiece.
     cs.append(Contender("wiki.build.wp.d1.w2", "build", "wiki", "wp", dupe=1, workers=2))
     if pair_task_none:
@@ -633,6 +641,10 @@ def comparisons(r: Result, results: list[Result], inputs: Inputs) -> list[str]:
     floor = find(results, f"{c.corpus}.floor.{c.tokenizer}")
     if floor and c.dupe == 1:
         out.append(f"this/floor {ratio(mb_per_s(r, inputs), mb_per_s(floor, inputs))} (MB/s)")
+    if c.variant:
+        default = find(results, c.name.rsplit(".", 1)[0])
+        if default:
+            out.append(f"this/default build {ratio(r.wall, default.wall)} (time)")
     if c.workers == 2:
         w1 = find(results, c.name.replace(".w2", ".w1"))
         if w1:

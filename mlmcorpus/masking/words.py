@@ -27,8 +27,9 @@ from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, wanted_p
 
 __all__ = ["WholeWordMasking", "NgramMasking", "SpanMasking", "word_groups", "group_length_pmf", "choose_groups", "mask_words"]
 
-#: Rows masked at a time (memory: a few (rows, L) arrays).
-_CHUNK_ROWS = 4096
+#: Rows masked at a time: a dozen (rows, L) temporaries, which at 1024 rows stay below the token
+#: policy's peak (4096 rows cost each process 35 MB more, at the same speed).
+_CHUNK_ROWS = 1024
 
 
 def word_groups(ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

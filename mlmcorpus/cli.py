@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlmcorpus import __version__
-from mlmcorpus import formats, masking
+from mlmcorpus import formats, masking, tasks
 from mlmcorpus.config import DEFAULT_SEED, MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH, MaskConfig, OutputConfig, PairConfig, UnitConfig
 from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError
 from mlmcorpus.progress import ByteProgress, human_bytes, setup_logging, stderr_console
@@ -215,6 +215,9 @@ def pair_options(f: Callable) -> Callable:
                      help="Probability of a shorter target length (reference: 0.1)."),
         click.option("--dupe-factor", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Passes over the data; each redraws pairs and masks."),
+        click.option("--pair-task", type=click.Choice(tasks.NAMES), default=tasks.NAMES[0], show_default=True,
+                     help="nsp: next sentence prediction (BERT); sop: sentence order, A and B swapped half "
+                          "of the time (ALBERT), column sentence_order_label."),
         click.option("--pool-docs", type=click.IntRange(min=1), default=1000, show_default=True,
                      help="Documents per work unit: the pool random next sentences come from."),
         click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
@@ -228,6 +231,7 @@ def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
         max_seq_length=kw.pop("max_seq_length"),
         short_seq_prob=kw.pop("short_seq_prob"),
         dupe_factor=kw.pop("dupe_factor"),
+        task=kw.pop("pair_task"),
     )
     return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"))
 

@@ -23,6 +23,8 @@ __all__ = [
     "FORMAT_VERSION",
     "COLUMNS",
     "COMPACT",
+    "PAIR_LABELS",
+    "column_names",
     "RowLayout",
     "ColumnType",
     "id_dtype",
@@ -36,16 +38,26 @@ __all__ = [
 #: The version of the shard layout (columns, dtypes, manifest) a reader must understand.
 FORMAT_VERSION = 1
 
-#: Column order of every shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq.
-COLUMNS = (
-    "input_ids",  # ids[L]
-    "token_type_ids",  # int8[L]
-    "attention_mask",  # int8[L]
-    "labels",  # int64[L]: original id at masked positions, -100 elsewhere
-    "next_sentence_label",  # int64: 0 = B follows A, 1 = random
-    "masked_lm_positions",  # int32[P], ascending, 0-padded
-    "masked_lm_ids",  # ids[P], 0-padded
-)
+#: The pair-label columns a shard may have (one): NSP (0 = B follows A, 1 = random) or SOP
+#: (0 = in order, 1 = swapped).  The compact columns call it ``next_sentence_label`` either way.
+PAIR_LABELS = ("next_sentence_label", "sentence_order_label")
+
+
+def column_names(label: str = PAIR_LABELS[0]) -> tuple[str, ...]:
+    """Column order of a shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq."""
+    return (
+        "input_ids",  # ids[L]
+        "token_type_ids",  # int8[L]
+        "attention_mask",  # int8[L]
+        "labels",  # int64[L]: original id at masked positions, -100 elsewhere
+        label,  # int64: the pair label
+        "masked_lm_positions",  # int32[P], ascending, 0-padded
+        "masked_lm_ids",  # ids[P], 0-padded
+    )
+
+
+#: The columns of a default (NSP) shard.
+COLUMNS = column_names()
 
 #: What travels between workers, stages and the shuffle; ``a_len`` is the length of segment A.
 COMPACT = ("input_ids", "lengths", "a_len", "next_sentence_label", "masked_lm_positions", "masked_lm_ids")
@@ -89,12 +101,19 @@ class RowLayout:
     max_seq_length: int
     max_predictions: int
     vocab_size: int
+    label: str = PAIR_LABELS[0]
 
     @classmethod
     def of(cls, config: BuildConfig, vocab_size: int) -> RowLayout:
         """The columns a build with ``config`` writes with a vocabulary of ``vocab_size``."""
+        from mlmcorpus import tasks
+
         L = config.pairs.max_seq_length
-        return cls(L, config.mask.predictions_for(L), vocab_size)
+        return cls(L, config.mask.predictions_for(L), vocab_size, tasks.get(config.pairs.task).label)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return column_names(self.label)
 
     @property
     def ids(self) -> np.dtype:
@@ -109,7 +128,7 @@ class RowLayout:
             "token_type_ids": ColumnType(_I8, L),
             "attention_mask": ColumnType(_I8, L),
             "labels": ColumnType(_I64, L),
-            "next_sentence_label": ColumnType(_I64, 0),
+            self.label: ColumnType(_I64, 0),
             "masked_lm_positions": ColumnType(_I32, P),
             "masked_lm_ids": ColumnType(ids, P),
         }
@@ -172,7 +191,7 @@ class RowLayout:
             "token_type_ids": token_type_ids(lengths, a_len, L),
             "attention_mask": attention_mask(lengths, L),
             "labels": labels_at(pos, compact["masked_lm_ids"], pos > 0, L),
-            "next_sentence_label": compact["next_sentence_label"],
+            self.label: compact["next_sentence_label"],
             "masked_lm_positions": compact["masked_lm_positions"],
             "masked_lm_ids": compact["masked_lm_ids"],
         }

@@ -662,3 +662,85 @@ def test_assemble_matches_a_row_by_row_reference(data):
         expected = [SPECIAL.cls, *ids[a0 : a0 + la].tolist(), SPECIAL.sep, *ids[b0 : b0 + lb].tolist(), SPECIAL.sep]
         assert out[r].tolist() == expected + [SPECIAL.pad] * (L - len(expected))
         assert lengths[r] == la + lb + 3 and a_len[r] == la
+
+
+# ------------------------------------------------------------------ sentence order (SOP, issue 11)
+
+
+class _Biased(random.Random):
+    """A planted error: random() skewed so that a 0.5 threshold is passed 59% of the time."""
+
+    def random(self) -> float:
+        return super().random() ** 1.3
+
+
+def _sop(seed_rng: random.Random) -> tuple[Segments, Instances, PairStats]:
+    docs = random_documents(random.Random("sop"), (300, 300), (20, 40), 40)
+    sentences = [s for d in docs for s in d]
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in docs], out=offsets[1:])
+    cfg = PairConfig(max_seq_length=64, short_seq_prob=0.0, task="sop")
+    stats = PairStats()
+    segs = split_segments(EncodedBatch.from_lists(sentences), offsets, cfg.max_num_tokens, stats)
+    return segs, create_instances(segs, cfg, seed_rng, stats, sop=True), stats
+
+
+def _sop_balance(inst: Instances, segs: Segments) -> tuple[int, int]:
+    """(swapped, pairs) among the pairs whose A and B come from one document, after checking
+    every label against the text order: ids grow through the corpus, so B precedes A iff swapped."""
+    lo, hi = doc_token_ranges(segs)
+    doc_of = np.searchsorted(hi, np.arange(len(segs.ids)), side="right")
+    swapped = pairs = 0
+    for a0, la, b0, lb, label in zip(inst.a_start, inst.a_len, inst.b_start, inst.b_len, inst.is_random_next):
+        a_ids, b_ids = segs.ids[a0 : a0 + la], segs.ids[b0 : b0 + lb]
+        if doc_of[a0] != doc_of[b0]:
+            assert label == 1  # a one-segment chunk: B from another document, as ALBERT
+            continue
+        pairs += 1
+        if label == 0:
+            assert a_ids.max() < b_ids.min()  # in order
+        else:
+            assert b_ids.max() < a_ids.min()  # swapped
+            swapped += 1
+    return swapped, pairs
+
+
+def test_sop_labels_match_the_swap_and_are_balanced():
+    """Among in-document pairs the swapped share is Binomial(n, 0.5)/n: |X - n/2| <= 5 sqrt(n)/2;
+    a generator skewed to pass 0.5 59% of the time fails the same check (planted)."""
+    segs, inst, stats = _sop(random.Random(7))
+    swapped, pairs = _sop_balance(inst, segs)
+    assert pairs >= 2000
+    assert abs(swapped - pairs / 2) <= 5 * math.sqrt(pairs) / 2, f"{swapped}/{pairs} swapped"
+    assert stats.random_next == int(inst.is_random_next.sum())  # label 1 counted
+    segs, inst, _ = _sop(_Biased(7))
+    swapped, pairs = _sop_balance(inst, segs)
+    assert abs(swapped - pairs / 2) > 5 * math.sqrt(pairs) / 2
+
+
+def test_sop_through_build_names_its_column_and_verifies(runner, spm_model, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from mlmcorpus.cli import cli
+
+    from .conftest import SAMPLE
+
+    digests = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "--pair-task", "sop", "-j", workers, "-q"]
+        assert runner.invoke(cli, args).exit_code == 0
+        m = json.loads((out / "manifest.json").read_text())
+        digests.append([s["sha256"] for s in m["shards"]])
+    assert digests[0] == digests[1] and m["config"]["pairs"]["task"] == "sop"
+    assert "sentence_order_label" in m["columns"] and "next_sentence_label" not in m["columns"]
+    names = pq.read_schema(out / m["shards"][0]["file"]).names
+    assert "sentence_order_label" in names and "next_sentence_label" not in names
+    report = runner.invoke(cli, ["inspect", str(out), "--verify", "--json"])
+    assert report.exit_code == 0, report.stdout
+    nsp = json.loads(report.stdout)["distributions"]["nsp"]
+    assert nsp["label"] == "sentence_order_label" and 0.45 < nsp["random_ratio"] < 0.75
+    lone = runner.invoke(cli, ["inspect", str(out / m["shards"][0]["file"]), "--json"])  # no manifest needed
+    assert lone.exit_code == 0 and json.loads(lone.stdout)["distributions"]["nsp"]["label"] == "sentence_order_label"

@@ -25,7 +25,7 @@ def test_todays_behaviour_is_the_default_entry_of_each_registry():
 @pytest.mark.parametrize(
     "make,option",
     [
-        (lambda: PairConfig(task="sop"), "--pair-task"),
+        (lambda: PairConfig(task="bogus"), "--pair-task"),
         (lambda: MaskConfig(masking="bogus"), "--masking"),
         (lambda: OutputConfig(format="hdf5"), "--format"),
     ],
@@ -36,8 +36,8 @@ def test_unknown_names_are_config_errors(make, option):
 
 
 def test_unknown_names_in_lookups():
-    with pytest.raises(ConfigError, match="unknown pair task 'sop'"):
-        tasks.get("sop")
+    with pytest.raises(ConfigError, match="unknown pair task 'bogus'"):
+        tasks.get("bogus")
     with pytest.raises(ConfigError, match="unknown masking policy 'bogus'"):
         masking.get("bogus")
     with pytest.raises(InputError, match="unknown shard format 'hdf5'"):

@@ -92,7 +92,7 @@ class ShardWriter(ABC):
             self._end_shard()
         for tmp, info in zip(self._tmp_paths, self._shards):
             self.format.sync(tmp)
-            info.bytes, info.sha256, info.files = self.format.checksum(tmp)
+            info.bytes, info.sha256, info.files = self.format.checksum(tmp, self.layout.column_names)
         self._finished = True
         return list(zip(self._tmp_paths, self._shards))
 
@@ -170,8 +170,8 @@ class ShardFormat(ABC):
     def is_shard(self, path: str) -> bool:
         """Whether ``path`` looks like a shard of this format (for a lone shard given to inspect)."""
 
-    def members(self, path: str) -> list[str]:
-        """The files a shard consists of, in checksum order."""
+    def members(self, path: str, names: Sequence[str]) -> list[str]:
+        """The files a shard of columns ``names`` consists of, in checksum order."""
         return [path]
 
     def sync(self, path: str) -> None:
@@ -179,12 +179,12 @@ class ShardFormat(ABC):
         writer syncs its files as it closes them has nothing left to do."""
 
     @abstractmethod
-    def checksum(self, path: str) -> tuple[int, str, dict[str, dict[str, object]]]:
-        """(bytes, sha256, per-file entries or {}) of a shard, as the manifest records them."""
+    def checksum(self, path: str, names: Sequence[str]) -> tuple[int, str, dict[str, dict[str, object]]]:
+        """(bytes, sha256, per-file entries or {}) of a shard of columns ``names``, as the manifest records them."""
 
     @abstractmethod
-    def sizes(self, path: str) -> tuple[int, int]:
-        """(max_seq_length, max_predictions) of a shard, from its schema alone."""
+    def describe(self, path: str) -> tuple[int, int, tuple[str, ...]]:
+        """(max_seq_length, max_predictions, column names) of a shard, from its schema alone."""
 
     @abstractmethod
     def schema_problems(self, path: str, layout: RowLayout) -> list[str]:

@@ -18,7 +18,7 @@ from mlmcorpus.config import OutputConfig
 from mlmcorpus.errors import OutputError
 from mlmcorpus.formats.base import ShardFormat, ShardWriter
 from mlmcorpus.hashing import combined_sha256, sha256_file
-from mlmcorpus.schema import COLUMNS, RowLayout
+from mlmcorpus.schema import RowLayout
 
 __all__ = ["NumpyFormat", "NumpyShardWriter"]
 
@@ -41,13 +41,13 @@ class NumpyShardWriter(ShardWriter):
     def _open_shard(self, tmp_path: str) -> None:
         os.makedirs(tmp_path)
         self._files: dict[str, BinaryIO] = {}
-        for name in COLUMNS:
+        for name in self.layout.column_names:
             f = open(os.path.join(tmp_path, f"{name}.npy"), "wb")
             f.write(_npy_header(self.types[name].dtype, self.types[name].shape(0)))
             self._files[name] = f
 
     def _write_group(self, cols: dict[str, np.ndarray]) -> None:
-        for name in COLUMNS:
+        for name in self.layout.column_names:
             self._files[name].write(np.ascontiguousarray(cols[name]).tobytes())
 
     def _close_shard(self) -> None:
@@ -72,18 +72,20 @@ class NumpyFormat(ShardFormat):
     def is_shard(self, path: str) -> bool:
         return os.path.isdir(path) and os.path.exists(os.path.join(path, "input_ids.npy"))
 
-    def members(self, path: str) -> list[str]:
-        return [os.path.join(path, f"{name}.npy") for name in COLUMNS]
+    def members(self, path: str, names: Sequence[str]) -> list[str]:
+        return [os.path.join(path, f"{name}.npy") for name in names]
 
-    def checksum(self, path: str) -> tuple[int, str, dict[str, dict[str, object]]]:
+    def checksum(self, path: str, names: Sequence[str]) -> tuple[int, str, dict[str, dict[str, object]]]:
         files: dict[str, dict[str, object]] = {}
-        for f in self.members(path):
+        for f in self.members(path, names):
             files[os.path.basename(f)] = {"bytes": os.path.getsize(f), "sha256": sha256_file(f)}
         total = sum(int(e["bytes"]) for e in files.values())  # type: ignore[call-overload]
         return total, combined_sha256([(name, str(e["sha256"])) for name, e in files.items()]), files
 
-    def sizes(self, path: str) -> tuple[int, int]:
-        return _load(os.path.join(path, "input_ids.npy")).shape[1], _load(os.path.join(path, "masked_lm_positions.npy")).shape[1]
+    def describe(self, path: str) -> tuple[int, int, tuple[str, ...]]:
+        names = tuple(sorted(f[: -len(".npy")] for f in os.listdir(path) if f.endswith(".npy")))
+        L = _load(os.path.join(path, "input_ids.npy")).shape[1]
+        return L, _load(os.path.join(path, "masked_lm_positions.npy")).shape[1], names
 
     def schema_problems(self, path: str, layout: RowLayout) -> list[str]:
         problems = []

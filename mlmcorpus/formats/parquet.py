@@ -18,7 +18,7 @@ from mlmcorpus.config import OutputConfig
 from mlmcorpus.formats.arrow import to_arrow, to_numpy
 from mlmcorpus.formats.base import ShardFormat, ShardWriter
 from mlmcorpus.hashing import sha256_file
-from mlmcorpus.schema import COLUMNS, FORMAT_VERSION, RowLayout
+from mlmcorpus.schema import FORMAT_VERSION, RowLayout
 
 __all__ = ["ParquetFormat", "ParquetShardWriter"]
 
@@ -36,7 +36,7 @@ class ParquetShardWriter(ShardWriter):
         )
 
     def _write_group(self, cols: dict[str, np.ndarray]) -> None:
-        arrays = [to_arrow(cols[name]) for name in COLUMNS]
+        arrays = [to_arrow(cols[name]) for name in self.layout.column_names]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema), row_group_size=len(arrays[0]))
 
     def _close_shard(self) -> None:
@@ -58,12 +58,12 @@ class ParquetFormat(ShardFormat):
     def sync(self, path: str) -> None:
         outdir.fsync_file(path)
 
-    def checksum(self, path: str) -> tuple[int, str, dict[str, dict[str, object]]]:
+    def checksum(self, path: str, names: Sequence[str]) -> tuple[int, str, dict[str, dict[str, object]]]:
         return os.path.getsize(path), sha256_file(path), {}
 
-    def sizes(self, path: str) -> tuple[int, int]:
+    def describe(self, path: str) -> tuple[int, int, tuple[str, ...]]:
         schema = pq.read_schema(path)
-        return schema.field("input_ids").type.list_size, schema.field("masked_lm_positions").type.list_size
+        return schema.field("input_ids").type.list_size, schema.field("masked_lm_positions").type.list_size, tuple(schema.names)
 
     def schema_problems(self, path: str, layout: RowLayout) -> list[str]:
         actual = pq.read_schema(path).remove_metadata()

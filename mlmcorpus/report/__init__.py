@@ -98,7 +98,7 @@ def inspect_corpus(path: str, verify: bool = False, workers: int = 1) -> Report:
             "masked_per_sequence": _sparse(merged["predictions"]),
             "nsp": {"actual_next": int(merged["nsp"][0]), "random_next": int(merged["nsp"][1]),
                     "random_ratio": round(float(merged["nsp"][1]) / rows, 6) if rows else None,
-                    "expected_random_ratio": p.random_next_prob},
+                    "expected_random_ratio": p.random_next_prob, "label": p.label},
             "masked": {
                 "total": masked_total,
                 "mask": kinds[0], "random": kinds[1], "keep": kinds[2],

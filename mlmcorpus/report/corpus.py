@@ -12,6 +12,7 @@ from mlmcorpus.config import MAX_PREDICTIONS, MAX_SEQ_LENGTH, MIN_SEQ_LENGTH
 from mlmcorpus.errors import InputError
 from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.manifest import Manifest, ShardEntry, read_manifest
+from mlmcorpus.schema import PAIR_LABELS, RowLayout, column_names
 
 __all__ = ["CorpusParams", "Corpus", "open_corpus"]
 
@@ -33,8 +34,19 @@ class CorpusParams:
     known_specials: bool = True  # False for a lone shard without a manifest
     masking: str = "token"
     replace_per: str = "piece"
+    label: str = PAIR_LABELS[0]
     #: bool[vocab]: the tokenizer's word starts, when a word-level policy's words are to be checked.
     word_start: np.ndarray | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return column_names(self.label)
+
+    @property
+    def layout(self) -> RowLayout:
+        """The shard columns a scan expects (needs the vocabulary size, hence the manifest)."""
+        assert self.vocab_size is not None
+        return RowLayout(self.max_seq_length, self.max_predictions, self.vocab_size, self.label)
 
     @property
     def never_masked(self) -> list[int]:
@@ -66,9 +78,11 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         mask=sp["mask"],
         masked_lm_prob=c.mask.masked_lm_prob,
         mask_ratios=c.mask.mask_ratios,
-        random_next_prob=c.pairs.random_next_prob,
+        # SOP swaps half of the pairs (one-segment chunks, labelled 1 too, push it a little higher).
+        random_next_prob=0.5 if c.pairs.task == "sop" else c.pairs.random_next_prob,
         masking=c.mask.masking,
         replace_per=c.mask.replace_per or "piece",
+        label=m.layout.label,
     )
 
 
@@ -96,9 +110,10 @@ def open_corpus(path: str) -> Corpus:
 
 def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
     try:
-        L, P = fmt.sizes(path)
+        L, P, names = fmt.describe(path)
     except Exception as e:
         raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
     if not (MIN_SEQ_LENGTH <= int(L) <= MAX_SEQ_LENGTH and 1 <= int(P) <= MAX_PREDICTIONS):
         raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
-    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False)
+    label = next((x for x in PAIR_LABELS if x in names), PAIR_LABELS[0])
+    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False, label=label)

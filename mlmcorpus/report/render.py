@@ -13,7 +13,6 @@ from mlmcorpus.errors import InputError
 from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.report.corpus import open_corpus
 from mlmcorpus.report.model import Report
-from mlmcorpus.schema import COLUMNS
 
 __all__ = ["render", "render_samples"]
 
@@ -98,8 +97,10 @@ def render(report: Report, console: Any) -> None:
     _histogram(console, "masked positions per sequence", d["masked_per_sequence"])
     nsp = d["nsp"]
     exp_random = nsp.get("expected_random_ratio", 0.5)
-    _share_table(console, "next sentence label", "label", "green",
-                 [("0 actual next", nsp["actual_next"], 1 - exp_random), ("1 random", nsp["random_next"], exp_random)])
+    sop = nsp.get("label") == "sentence_order_label"
+    names = ("0 in order", "1 swapped") if sop else ("0 actual next", "1 random")
+    _share_table(console, "sentence order label" if sop else "next sentence label", "label", "green",
+                 [(names[0], nsp["actual_next"], 1 - exp_random), (names[1], nsp["random_next"], exp_random)])
     mk = d["masked"]
     if not report.get("manifest"):
         console.print(f"masked positions: {sum(int(k) * v for k, v in d['masked_per_sequence'].items()):,} "
@@ -161,7 +162,7 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     shown = 0
     starts = tok.word_start_mask()
     try:
-        batches = list(_iter_first(path, corpus.format, n))
+        batches = list(_iter_first(path, corpus.format, n, p.columns))
     except Exception as e:
         raise InputError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     for batch in batches:
@@ -172,9 +173,9 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             labels = batch["labels"][r].astype(np.int64)
             tt = batch["token_type_ids"][r]
             length = int(batch["attention_mask"][r].sum())
-            nsp = int(batch["next_sentence_label"][r])
+            nsp = int(batch[p.label][r])
             text = Text()
-            text.append(f"#{shown} shard {shard_index} row {r} · {'random next' if nsp else 'actual next'} · "
+            text.append(f"#{shown} shard {shard_index} row {r} · {_pair_label(p.label, nsp)} · "
                         f"{length} tokens · {int((labels != -100).sum())} masked\n", style="bold")
             after_special = False
             for j in range(length):
@@ -199,10 +200,16 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             shown += 1
 
 
-def _iter_first(path: str, fmt: ShardFormat, n: int) -> Iterator[dict[str, np.ndarray]]:
+def _pair_label(column: str, value: int) -> str:
+    if column == "sentence_order_label":
+        return "swapped" if value else "in order"
+    return "random next" if value else "actual next"
+
+
+def _iter_first(path: str, fmt: ShardFormat, n: int, columns: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:
     """Batches holding at least the first ``n`` rows of a shard."""
     got = 0
-    for batch in fmt.iter_batches(path, COLUMNS, max(n, 1)):
+    for batch in fmt.iter_batches(path, columns, max(n, 1)):
         yield batch
         got += len(batch["input_ids"])
         if got >= n:

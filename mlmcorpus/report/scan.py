@@ -15,7 +15,6 @@ from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.manifest import ShardEntry
 from mlmcorpus.report.corpus import CorpusParams
 from mlmcorpus.report.verify import Rows, check_rows, check_schema
-from mlmcorpus.schema import COLUMNS
 
 __all__ = ["ShardScan", "scan_shard", "MAX_FINDINGS_PER_CHECK"]
 
@@ -57,7 +56,7 @@ class ShardScan:
             self.findings.append(f"{self.file}: row {offset + int(r)}: {message}")
 
 
-def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: ShardFormat) -> list[str] | None:
+def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: ShardFormat, columns: tuple[str, ...]) -> list[str] | None:
     """The regular files of a shard, all inside ``out_dir``; None (with a finding) when unusable."""
     import stat
 
@@ -78,7 +77,7 @@ def _shard_files(scan: ShardScan, out_dir: str, path: str, fmt: ShardFormat) -> 
     if not os.path.isdir(path):
         scan.fail("unreadable", f"not a shard directory ({fmt.looks_like})")
         return None
-    files = fmt.members(path)
+    files = fmt.members(path, columns)
     bad = [os.path.basename(f) for f in files if not regular_inside(f)]
     if bad:
         scan.fail("unreadable", f"{', '.join(bad)}: missing, not a regular file, or outside the output directory")
@@ -102,7 +101,7 @@ def scan_shard(args: tuple[str, str, ShardEntry, CorpusParams, bool]) -> ShardSc
         scan.checksum = "missing"
         scan.fail("missing", "listed in the manifest but missing")
         return scan
-    files = _shard_files(scan, out_dir, path, fmt)
+    files = _shard_files(scan, out_dir, path, fmt, p.columns)
     if files is None:
         scan.checksum = "unreadable"
         return scan
@@ -113,7 +112,7 @@ def scan_shard(args: tuple[str, str, ShardEntry, CorpusParams, bool]) -> ShardSc
                 if getattr(entry, key) is None:
                     scan.fail("manifest", f"the manifest gives no {key} for this shard")
         if verify or entry.sha256 is not None:
-            _, scan.sha256, _ = fmt.checksum(path)
+            _, scan.sha256, _ = fmt.checksum(path, p.columns)
             if entry.sha256 is not None:
                 scan.checksum = "ok" if scan.sha256 == entry.sha256 else "mismatch"
                 if scan.checksum == "mismatch":
@@ -124,7 +123,7 @@ def scan_shard(args: tuple[str, str, ShardEntry, CorpusParams, bool]) -> ShardSc
             return scan
         offset = 0
         batch_rows = max(64, (1 << 20) // p.max_seq_length)  # about 1M ids per column and batch
-        for batch in fmt.iter_batches(path, COLUMNS, batch_rows):
+        for batch in fmt.iter_batches(path, p.columns, batch_rows):
             _scan_batch(scan, batch, p, verify, offset)
             offset += len(batch["input_ids"])
     except Exception as e:  # a corrupt or truncated file is a finding, not a traceback
@@ -154,7 +153,7 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     scan.tokens += int(lengths.sum())
     scan.length_hist = (np.asarray(scan.length_hist) + np.bincount(np.clip(lengths, 0, p.max_seq_length), minlength=p.max_seq_length + 1)).tolist()
     scan.predictions_hist = (np.asarray(scan.predictions_hist) + np.bincount(np.clip(k, 0, p.max_predictions), minlength=p.max_predictions + 1)).tolist()
-    nsp = b["next_sentence_label"].astype(np.int64)
+    nsp = b[p.label].astype(np.int64)
     scan.nsp[0] += int((nsp == 0).sum())
     scan.nsp[1] += int((nsp == 1).sum())
     if p.known_specials:

@@ -17,7 +17,6 @@ from mlmcorpus import outdir
 from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.hashing import sha256_file as _sha256
 from mlmcorpus.report.corpus import Corpus, CorpusParams
-from mlmcorpus.schema import RowLayout
 
 if TYPE_CHECKING:
     from mlmcorpus.report.scan import ShardScan
@@ -32,7 +31,7 @@ def check_schema(scan: ShardScan, path: str, fmt: ShardFormat, p: CorpusParams) 
     """Whether the shard's columns have the types of the manifest's layout."""
     if p.vocab_size is None:
         return True
-    problems = fmt.schema_problems(path, RowLayout(p.max_seq_length, p.max_predictions, p.vocab_size))
+    problems = fmt.schema_problems(path, p.layout)
     for problem in problems:
         scan.fail("schema", problem)
     return not problems
@@ -117,7 +116,7 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
     gathered = np.where(valid, np.take_along_axis(labels, np.clip(expected_pos, 0, L - 1), axis=1), 0)
     scan.fail("masked_lm_ids", "masked_lm_ids are not the original ids at those positions",
               rows_where((b["masked_lm_ids"].astype(np.int64) != gathered).any(axis=1)), offset)
-    scan.fail("next_sentence_label", "next_sentence_label is not 0 or 1", rows_where((nsp != 0) & (nsp != 1)), offset)
+    scan.fail(p.label, f"{p.label} is not 0 or 1", rows_where((nsp != 0) & (nsp != 1)), offset)
 
 
 def chi_square(observed: list[int], probabilities: list[float]) -> tuple[float, int, float]:

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["NAMES", "get"]
 
-_REGISTRY: Registry[Task] = Registry("pair task", {"nsp": ("mlmcorpus.tasks.nsp", "NspTask")}, ConfigError)
+_REGISTRY: Registry[Task] = Registry(
+    "pair task", {"nsp": ("mlmcorpus.tasks.nsp", "NspTask"), "sop": ("mlmcorpus.tasks.nsp", "SopTask")}, ConfigError
+)
 NAMES = _REGISTRY.names
 
 

@@ -24,7 +24,7 @@ from mlmcorpus.tasks.base import Task
 from mlmcorpus.tokenizers import SpecialIds
 from mlmcorpus.units import PairedUnit, PairStats, SegmentedUnit
 
-__all__ = ["NspTask", "Instances", "create_instances", "concat_instances", "assemble"]
+__all__ = ["NspTask", "SopTask", "Instances", "create_instances", "concat_instances", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,15 @@ class Instances:
         return Instances(*(a[order] for a in (self.a_start, self.a_len, self.b_start, self.b_len, self.is_random_next)))
 
 
-def create_instances(segments: Segments, config: PairConfig, rng: random.Random, stats: PairStats) -> Instances:
-    """One pass of the reference algorithm over every document of the unit."""
+def create_instances(
+    segments: Segments, config: PairConfig, rng: random.Random, stats: PairStats, sop: bool = False
+) -> Instances:
+    """One pass of the reference algorithm over every document of the unit.
+
+    With ``sop`` (ALBERT's sentence order): no random next; A and B are swapped with
+    probability 0.5 (label 1).  A chunk of one segment still takes B from another
+    document, labelled 1, as ALBERT's ``create_instances_from_document`` does.
+    """
     max_num = config.max_num_tokens
     seg_start = segments.start.tolist()
     seg_len = segments.length.tolist()
@@ -90,7 +97,8 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                 a_lo, a_hi = chunk_lo, chunk_lo + a_end
                 len_a = cum[a_hi] - cum[a_lo]
                 label = 0
-                if n_chunk == 1 or rand() < random_p:
+                swapped = False
+                if n_chunk == 1 or (not sop and rand() < random_p):
                     target_b = target - len_a
                     r = d
                     if n_docs > 1:
@@ -136,11 +144,16 @@ def create_instances(segments: Segments, config: PairConfig, rng: random.Random,
                         continue
                     else:  # no distant text for a random B: keep the actual next one
                         unavailable += 1
+                elif sop and rand() < 0.5:
+                    swapped = True
                 if label == 0:
                     b_lo = a_hi
                     j = chunk_lo + n_chunk
                     len_b = cum[j] - cum[b_lo]
                 a0, b0 = seg_start[a_lo], seg_start[b_lo]
+                if swapped:  # ALBERT swaps before truncating
+                    a0, b0, len_a, len_b = b0, a0, len_b, len_a
+                    label = 1
                 # truncate_seq_pair: trim the longer side (B on ties), front or back at random.
                 while len_a + len_b > max_num:
                     if len_a > len_b:
@@ -225,15 +238,25 @@ class NspTask(Task):
     """BERT's pairs: ``dupe_factor`` passes of the reference algorithm, shuffled within the unit."""
 
     name = "nsp"
+    label = "next_sentence_label"
+    sop = False
 
     def instances(self, seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
         pc = config.pairs
         passes = []
         for p in range(pc.dupe_factor):
             rng = unit_random(config.seed, seg.unit_id, Purpose.PAIRS, p)
-            passes.append(create_instances(seg.segments, pc, rng, seg.stats))
+            passes.append(create_instances(seg.segments, pc, rng, seg.stats, sop=self.sop))
         inst = concat_instances(passes)
         order = unit_generator(config.seed, seg.unit_id, Purpose.SHUFFLE).permutation(len(inst))
         inst = inst.take(order)
         ids, lengths, a_len = assemble(seg.segments.ids, inst, pc.max_seq_length, special)
         return PairedUnit(seg.unit_id, ids, lengths, a_len, inst.is_random_next, seg.stats)
+
+
+class SopTask(NspTask):
+    """ALBERT's sentence-order prediction: the NSP chunking, A and B swapped half of the time."""
+
+    name = "sop"
+    label = "sentence_order_label"
+    sop = True

@@ -35,13 +35,15 @@ def pair_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> PairedUn
 def mask_unit(paired: PairedUnit, vocab: MaskVocab, mask_config: MaskConfig, seed: int) -> MaskedUnit:
     """Mask a paired unit by the configured policy, with the unit's own generator."""
     rng = unit_generator(seed, paired.unit_id, Purpose.MASK)
-    m = masking.get(mask_config.masking).mask(paired.input_ids, paired.lengths, vocab, mask_config, rng)
+    policy = masking.get(mask_config.masking)
+    m = policy.mask(paired.input_ids, paired.lengths, vocab, mask_config, rng)
     L = paired.input_ids.shape[1]
-    layout = RowLayout(L, mask_config.predictions_for(L), vocab.vocab_size)
     if m.capped_rows:
         paired.stats.counts[CAPPED_ROWS] += m.capped_rows
+    layout = RowLayout(L, mask_config.predictions_for(L), vocab.vocab_size, masked=policy.masks)
     columns = layout.compact(
-        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label, m.masked_lm_positions, m.masked_lm_ids
+        m.input_ids, paired.lengths, paired.a_len, paired.next_sentence_label, m.masked_lm_positions, m.masked_lm_ids,
+        m.special_tokens_mask,
     )
     return MaskedUnit(paired.unit_id, columns, paired.stats, m.counts)
 

@@ -43,8 +43,14 @@ FORMAT_VERSION = 1
 PAIR_LABELS = ("next_sentence_label", "sentence_order_label")
 
 
-def column_names(label: str = PAIR_LABELS[0]) -> tuple[str, ...]:
-    """Column order of a shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq."""
+def column_names(label: str = PAIR_LABELS[0], masked: bool = True) -> tuple[str, ...]:
+    """Column order of a shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq.
+
+    Unmasked rows (``--masking none``, for masking at train time) have no labels or
+    predictions but a ``special_tokens_mask`` (int8[L]: 1 on [CLS], [SEP] and padding).
+    """
+    if not masked:
+        return ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", label)
     return (
         "input_ids",  # ids[L]
         "token_type_ids",  # int8[L]
@@ -102,18 +108,20 @@ class RowLayout:
     max_predictions: int
     vocab_size: int
     label: str = PAIR_LABELS[0]
+    masked: bool = True
 
     @classmethod
     def of(cls, config: BuildConfig, vocab_size: int) -> RowLayout:
         """The columns a build with ``config`` writes with a vocabulary of ``vocab_size``."""
-        from mlmcorpus import tasks
+        from mlmcorpus import masking, tasks
 
         L = config.pairs.max_seq_length
-        return cls(L, config.mask.predictions_for(L), vocab_size, tasks.get(config.pairs.task).label)
+        label = tasks.get(config.pairs.task).label
+        return cls(L, config.mask.predictions_for(L), vocab_size, label, masking.get(config.mask.masking).masks)
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return column_names(self.label)
+        return column_names(self.label, self.masked)
 
     @property
     def ids(self) -> np.dtype:
@@ -123,6 +131,14 @@ class RowLayout:
     def columns(self) -> dict[str, ColumnType]:
         """The shard columns, in :data:`COLUMNS` order."""
         L, P, ids = self.max_seq_length, self.max_predictions, self.ids
+        if not self.masked:
+            return {
+                "input_ids": ColumnType(ids, L),
+                "token_type_ids": ColumnType(_I8, L),
+                "attention_mask": ColumnType(_I8, L),
+                "special_tokens_mask": ColumnType(_I8, L),
+                self.label: ColumnType(_I64, 0),
+            }
         return {
             "input_ids": ColumnType(ids, L),
             "token_type_ids": ColumnType(_I8, L),
@@ -151,14 +167,15 @@ class RowLayout:
     def compact_types(self) -> dict[str, ColumnType]:
         """The :data:`COMPACT` columns as workers, stage streams and the shuffle carry them."""
         L, P, ids = self.max_seq_length, self.max_predictions, self.ids
-        return {
+        head = {
             "input_ids": ColumnType(ids, L),
             "lengths": ColumnType(_I32, 0),
             "a_len": ColumnType(_I32, 0),
             "next_sentence_label": ColumnType(_I8, 0),
-            "masked_lm_positions": ColumnType(_I32, P),
-            "masked_lm_ids": ColumnType(ids, P),
         }
+        if not self.masked:
+            return {**head, "special_tokens_mask": ColumnType(_I8, L)}
+        return {**head, "masked_lm_positions": ColumnType(_I32, P), "masked_lm_ids": ColumnType(ids, P)}
 
     def compact(
         self,
@@ -166,11 +183,14 @@ class RowLayout:
         lengths: np.ndarray,
         a_len: np.ndarray,
         next_sentence_label: np.ndarray,
-        masked_lm_positions: np.ndarray,
-        masked_lm_ids: np.ndarray,
+        masked_lm_positions: np.ndarray | None,
+        masked_lm_ids: np.ndarray | None,
+        special_tokens_mask: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """One unit's masked rows as compact columns, in their dtypes."""
-        arrays = (input_ids, lengths, a_len, next_sentence_label, masked_lm_positions, masked_lm_ids)
+        """One unit's rows as compact columns, in their dtypes (predictions, or the special-tokens
+        mask of unmasked rows)."""
+        tail = (masked_lm_positions, masked_lm_ids) if self.masked else (special_tokens_mask,)
+        arrays = (input_ids, lengths, a_len, next_sentence_label, *tail)
         return {name: arr.astype(t.dtype, copy=False) for (name, t), arr in zip(self.compact_types().items(), arrays)}
 
     def expand(self, compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -185,16 +205,19 @@ class RowLayout:
         L = ids.shape[1]
         lengths = compact["lengths"].astype(np.int64)
         a_len = compact["a_len"].astype(np.int64)
-        pos = compact["masked_lm_positions"].astype(np.int64)
         cols = {
             "input_ids": ids,
             "token_type_ids": token_type_ids(lengths, a_len, L),
             "attention_mask": attention_mask(lengths, L),
-            "labels": labels_at(pos, compact["masked_lm_ids"], pos > 0, L),
             self.label: compact["next_sentence_label"],
-            "masked_lm_positions": compact["masked_lm_positions"],
-            "masked_lm_ids": compact["masked_lm_ids"],
         }
+        if self.masked:
+            pos = compact["masked_lm_positions"].astype(np.int64)
+            cols["labels"] = labels_at(pos, compact["masked_lm_ids"], pos > 0, L)
+            cols["masked_lm_positions"] = compact["masked_lm_positions"]
+            cols["masked_lm_ids"] = compact["masked_lm_ids"]
+        else:
+            cols["special_tokens_mask"] = compact["special_tokens_mask"]
         out = {name: cols[name].astype(t.dtype, copy=False) for name, t in self.columns().items()}
         out["lengths"] = lengths
         return out

@@ -235,3 +235,74 @@ def test_verify_catches_split_words(runner, tmp_path):
     assert result.exit_code == 1 and "words" in v["problems"] and not v["passed"]
     assert any("a word is partly masked" in f for f in v["findings"])
 
+
+
+# ------------------------------------------------------------------ --masking none (dynamic masking)
+
+
+def _rows_of(out):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlmcorpus.formats.arrow import to_numpy
+
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("train-*.parquet"))])
+    return {name: to_numpy(table.column(name)) for name in table.column_names}
+
+
+def test_unmasked_rows_are_the_token_builds_rows_before_masking(runner, tmp_path):
+    base = ["build", str(SAMPLE), "--tokenizer", str(WORDPIECE), "-q"]
+    assert runner.invoke(cli, [*base, "-o", str(tmp_path / "token")]).exit_code == 0
+    for workers in ("1", "2"):
+        result = runner.invoke(cli, [*base, "-o", str(tmp_path / f"none{workers}"), "--masking", "none", "-j", workers])
+        assert result.exit_code == 0, result.output
+    none, none2, token = _rows_of(tmp_path / "none1"), _rows_of(tmp_path / "none2"), _rows_of(tmp_path / "token")
+    assert list(none) == ["input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "next_sentence_label"]
+    for name in none:
+        np.testing.assert_array_equal(none[name], none2[name], err_msg=name)  # any --workers
+    original = np.where(token["labels"] != -100, token["labels"], token["input_ids"])
+    np.testing.assert_array_equal(none["input_ids"], original)  # the same pairs, nothing replaced
+    for name in ("token_type_ids", "attention_mask", "next_sentence_label"):
+        np.testing.assert_array_equal(none[name], token[name], err_msg=name)
+    # special_tokens_mask: 1 exactly on [CLS], [SEP] and padding
+    m = json.loads((tmp_path / "none1" / "manifest.json").read_text())
+    sp = m["tokenizer"]["special_ids"]
+    expected = (none["attention_mask"] == 0) | np.isin(none["input_ids"], [sp["cls"], sp["sep"]])
+    np.testing.assert_array_equal(none["special_tokens_mask"].astype(bool), expected)
+    assert m["stats"]["masked_positions"]["total"] == 0 and m["config"]["mask"]["masking"] == "none"
+    assert runner.invoke(cli, ["inspect", str(tmp_path / "none1"), "--verify"]).exit_code == 0
+
+
+def test_verify_catches_a_wrong_special_tokens_mask(runner, tmp_path):
+    out = tmp_path / "np"
+    args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(WORDPIECE), "-q", "--masking", "none", "--format", "numpy"]
+    assert runner.invoke(cli, args).exit_code == 0
+    m = json.loads((out / "manifest.json").read_text())
+    stm = np.load(out / m["shards"][0]["file"] / "special_tokens_mask.npy", mmap_mode="r+")
+    stm[3, 5] = 1 - stm[3, 5]  # planted: one position flipped
+    stm.flush()
+    del stm
+    v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
+    assert not v["passed"] and v["problems"].get("special_tokens_mask") == 1
+    assert any("row 3: special_tokens_mask is not 1 exactly" in f for f in v["findings"])
+
+
+@pytest.mark.parametrize("policy", ["none", "span"])
+def test_the_stage_pipeline_equals_build_for_other_policies(tmp_path, policy):
+    import os
+    import subprocess
+    import sys
+
+    mc = f"{sys.executable} -m mlmcorpus"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{mc} stream -q {SAMPLE} | {mc} pairs --tokenizer {WORDPIECE} -q "
+         f"| {mc} mask --masking {policy} | {mc} write {tmp_path / 'piped'} -q"],
+        capture_output=True, env=env, cwd=ROOT,
+    )
+    assert piped.returncode == 0, piped.stderr.decode()
+    built = subprocess.run([*mc.split(), "build", str(SAMPLE), "-o", str(tmp_path / "built"), "--tokenizer", str(WORDPIECE),
+                            "--masking", policy, "-q"], capture_output=True, env=env, cwd=ROOT)
+    assert built.returncode == 0, built.stderr.decode()
+    digest = [[s["sha256"] for s in json.loads((tmp_path / d / "manifest.json").read_text())["shards"]] for d in ("piped", "built")]
+    assert digest[0] == digest[1]

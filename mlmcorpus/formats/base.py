@@ -20,7 +20,7 @@ import numpy as np
 from mlmcorpus import outdir
 from mlmcorpus.config import OutputConfig
 from mlmcorpus.manifest import ShardEntry
-from mlmcorpus.schema import COMPACT, RowLayout, row_count
+from mlmcorpus.schema import RowLayout, row_count
 
 __all__ = ["ShardFormat", "ShardWriter", "SealedShard", "shard_rows", "finish_shards"]
 
@@ -45,7 +45,7 @@ class ShardWriter(ABC):
         self.shard_rows = shard_rows(config, layout)
         self.first_shard = first_shard
         self.group_rows = max(1, min(config.row_group_rows, self.shard_rows))
-        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in COMPACT}
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in layout.compact_types()}
         self._pending_rows = 0
         self._shards: list[ShardEntry] = []
         self._tmp_paths: list[str] = []

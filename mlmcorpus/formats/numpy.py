@@ -85,6 +85,8 @@ class NumpyFormat(ShardFormat):
     def describe(self, path: str) -> tuple[int, int, tuple[str, ...]]:
         names = tuple(sorted(f[: -len(".npy")] for f in os.listdir(path) if f.endswith(".npy")))
         L = _load(os.path.join(path, "input_ids.npy")).shape[1]
+        if "masked_lm_positions" not in names:  # unmasked rows: no predictions
+            return L, 1, names
         return L, _load(os.path.join(path, "masked_lm_positions.npy")).shape[1], names
 
     def schema_problems(self, path: str, layout: RowLayout) -> list[str]:

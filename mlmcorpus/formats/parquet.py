@@ -63,7 +63,9 @@ class ParquetFormat(ShardFormat):
 
     def describe(self, path: str) -> tuple[int, int, tuple[str, ...]]:
         schema = pq.read_schema(path)
-        return schema.field("input_ids").type.list_size, schema.field("masked_lm_positions").type.list_size, tuple(schema.names)
+        names = tuple(schema.names)
+        P = schema.field("masked_lm_positions").type.list_size if "masked_lm_positions" in names else 1
+        return schema.field("input_ids").type.list_size, P, names
 
     def schema_problems(self, path: str, layout: RowLayout) -> list[str]:
         actual = pq.read_schema(path).remove_metadata()

@@ -37,6 +37,7 @@ _REGISTRY: Registry[MaskingPolicy] = Registry(
         "whole-word": ("mlmcorpus.masking.words", "WholeWordMasking"),
         "ngram": ("mlmcorpus.masking.words", "NgramMasking"),
         "span": ("mlmcorpus.masking.words", "SpanMasking"),
+        "none": ("mlmcorpus.masking.none", "NoMasking"),
     },
     ConfigError,
 )

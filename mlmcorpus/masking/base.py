@@ -53,6 +53,7 @@ class MaskedBatch:
     counts: np.ndarray
     num_masked: np.ndarray  # int64[n]: the first num_masked[i] entries of row i's positions/ids are real
     capped_rows: int = 0  # rows that wanted more predictions than max_predictions_per_seq allows
+    special_tokens_mask: np.ndarray | None = None  # int8[n, L], for rows left unmasked
 
     @property
     def labels(self) -> np.ndarray:
@@ -65,6 +66,8 @@ class MaskingPolicy(ABC):
     """Chooses the positions to predict and what they become, with the generator it is given."""
 
     name: str
+    #: Whether rows get predictions (labels, masked_lm_*); False leaves masking to train time.
+    masks: bool = True
 
     @abstractmethod
     def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:

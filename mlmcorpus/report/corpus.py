@@ -35,18 +35,19 @@ class CorpusParams:
     masking: str = "token"
     replace_per: str = "piece"
     label: str = PAIR_LABELS[0]
+    masked: bool = True  # False: --masking none, rows with a special_tokens_mask instead
     #: bool[vocab]: the tokenizer's word starts, when a word-level policy's words are to be checked.
     word_start: np.ndarray | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return column_names(self.label)
+        return column_names(self.label, self.masked)
 
     @property
     def layout(self) -> RowLayout:
         """The shard columns a scan expects (needs the vocabulary size, hence the manifest)."""
         assert self.vocab_size is not None
-        return RowLayout(self.max_seq_length, self.max_predictions, self.vocab_size, self.label)
+        return RowLayout(self.max_seq_length, self.max_predictions, self.vocab_size, self.label, self.masked)
 
     @property
     def never_masked(self) -> list[int]:
@@ -83,6 +84,7 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         masking=c.mask.masking,
         replace_per=c.mask.replace_per or "piece",
         label=m.layout.label,
+        masked=m.layout.masked,
     )
 
 
@@ -116,4 +118,5 @@ def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
     if not (MIN_SEQ_LENGTH <= int(L) <= MAX_SEQ_LENGTH and 1 <= int(P) <= MAX_PREDICTIONS):
         raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
     label = next((x for x in PAIR_LABELS if x in names), PAIR_LABELS[0])
-    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False, label=label)
+    return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False, label=label,
+                        masked="labels" in names)

@@ -170,7 +170,8 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             if shown >= n:
                 return
             ids = batch["input_ids"][r].astype(np.int64)
-            labels = batch["labels"][r].astype(np.int64)
+            # Unmasked rows (--masking none) have no labels: nothing to highlight.
+            labels = batch["labels"][r].astype(np.int64) if "labels" in batch else np.full(len(ids), -100, dtype=np.int64)
             tt = batch["token_type_ids"][r]
             length = int(batch["attention_mask"][r].sum())
             nsp = int(batch[p.label][r])

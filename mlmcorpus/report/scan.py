@@ -139,6 +139,11 @@ def scan_shard(args: tuple[str, str, ShardEntry, CorpusParams, bool]) -> ShardSc
 
 def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, verify: bool, offset: int) -> None:
     """Count one batch into ``scan``; with ``verify``, check its rows too."""
+    if not p.masked:  # rows without predictions read as rows where nothing was chosen
+        n, L = b["input_ids"].shape
+        b = {**b, "labels": np.full((n, L), -100, dtype=np.int64),
+             "masked_lm_positions": np.zeros((n, p.max_predictions), dtype=np.int32),
+             "masked_lm_ids": np.zeros((n, p.max_predictions), dtype=np.int32)}
     ids = b["input_ids"].astype(np.int64)
     labels = b["labels"].astype(np.int64)
     am = b["attention_mask"].astype(np.int64)

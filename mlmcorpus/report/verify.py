@@ -92,7 +92,11 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
     scan.fail("labels", "a special token ([CLS]/[SEP]/[PAD]/[MASK]) is masked",
               rows_where((masked & np.isin(original, p.never_masked)).any(axis=1)), offset)
     predicted = np.minimum(p.max_predictions, np.maximum(1, np.rint(lengths * p.masked_lm_prob).astype(np.int64)))
-    if p.masking == "token":
+    if not p.masked:
+        expected_stm = ~inside | np.isin(ids, [p.cls, p.sep, p.pad])
+        scan.fail("special_tokens_mask", "special_tokens_mask is not 1 exactly on [CLS], [SEP] and padding",
+                  rows_where((b["special_tokens_mask"].astype(bool) != expected_stm).any(axis=1)), offset)
+    elif p.masking == "token":
         predicted = np.minimum(predicted, candidate.sum(axis=1))
         scan.fail("predictions", "number of masked positions does not follow min(max_pred, max(1, round(len * prob)))",
                   rows_where(k != predicted), offset)

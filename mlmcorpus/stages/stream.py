@@ -236,5 +236,5 @@ def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:
 
 
 def masked_from(unit: dict, arrays: dict[str, np.ndarray]) -> MaskedUnit:
-    columns = {name: arrays[name] for name in COMPACT}
+    columns = dict(arrays)  # the compact columns of the stream's layout
     return MaskedUnit(unit["unit_id"], columns, _pair_stats_from(unit["pairs"]), np.array(unit["masked"], dtype=np.int64))

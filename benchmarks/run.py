@@ -146,8 +146,17 @@ def all_contenders(pair_task_none: bool) -> list[Contender]:
     # Memory growth with input size on the same kind of text: the first 20 MB of en_gutenberg.
     for dupe in (1, 5):
         cs.append(Contender(f"gutenberg20.build.spm.d{dupe}.w2", "build", "gutenberg20", "spm", dupe=dupe, workers=2))
-    # Objectives (issue 11): each masking policy against the default build, en_wikipedia WordPiece dupe 5 -j 2.
-    for policy in ("whole-word", "ngram", "span"):
+    # Objectives (issue 11): each masking policy and pair task against the default build, en_wikipedia
+    # WordPiece dupe 5 -j 2.
+    if pair_task_none:
+        for task in ("sop", "none"):
+            cs.append(
+                Contender(
+                    f"wiki.build.wp.d5.w2.{task}", "build", "wiki", "wp", dupe=5, workers=2,
+                    extra=("--pair-task", task), variant=f"--pair-task {task}",
+                )
+            )
+    for policy in ("whole-word", "ngram", "span", "none"):
         cs.append(
             Contender(
                 f"wiki.build.wp.d5.w2.{policy}", "build", "wiki", "wp", dupe=5, workers=2,

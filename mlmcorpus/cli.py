@@ -217,7 +217,12 @@ def pair_options(f: Callable) -> Callable:
                      help="Passes over the data; each redraws pairs and masks."),
         click.option("--pair-task", type=click.Choice(tasks.NAMES), default=tasks.NAMES[0], show_default=True,
                      help="nsp: next sentence prediction (BERT); sop: sentence order, A and B swapped half "
-                          "of the time (ALBERT), column sentence_order_label."),
+                          "of the time (ALBERT), column sentence_order_label; none: [CLS] x [SEP] rows packed "
+                          "with sentences, no pair label (RoBERTa)."),
+        click.option("--packing", type=click.Choice(["full-sentences", "doc-sentences"]), default="full-sentences",
+                     show_default=True,
+                     help="--pair-task none: rows may run on into the next document, a [SEP] between them "
+                          "(full-sentences), or end with each document (doc-sentences)."),
         click.option("--pool-docs", type=click.IntRange(min=1), default=1000, show_default=True,
                      help="Documents per work unit: the pool random next sentences come from."),
         click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
@@ -232,6 +237,7 @@ def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
         short_seq_prob=kw.pop("short_seq_prob"),
         dupe_factor=kw.pop("dupe_factor"),
         task=kw.pop("pair_task"),
+        packing=kw.pop("packing"),
     )
     return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"))
 

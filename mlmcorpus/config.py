@@ -39,6 +39,9 @@ class UnitConfig:
             raise ConfigError(f"--unit-chars: must be at least 1, got {self.unit_chars}")
 
 
+PACKINGS = ("full-sentences", "doc-sentences")
+
+
 @dataclass(frozen=True)
 class PairConfig:
     """Options of the reference instance builder (Google ``create_pretraining_data.py``)."""
@@ -49,12 +52,16 @@ class PairConfig:
     random_next_prob: float = 0.5
     #: What an instance is: a name in :mod:`mlmcorpus.tasks`.
     task: str = "nsp"
+    #: ``task="none"``: whether a packed row may run on into the next document (RoBERTa).
+    packing: str = "full-sentences"
 
     def __post_init__(self) -> None:
         from mlmcorpus import tasks
 
         if self.task not in tasks.NAMES:
             raise ConfigError(f"--pair-task: expected one of {', '.join(tasks.NAMES)}, got {self.task!r}")
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"--packing: expected one of {', '.join(PACKINGS)}, got {self.packing!r}")
         if not MIN_SEQ_LENGTH <= self.max_seq_length <= MAX_SEQ_LENGTH:
             raise ConfigError(
                 f"--max-seq-length: must be between {MIN_SEQ_LENGTH} and {MAX_SEQ_LENGTH}, got {self.max_seq_length}"

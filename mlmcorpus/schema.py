@@ -43,20 +43,21 @@ FORMAT_VERSION = 1
 PAIR_LABELS = ("next_sentence_label", "sentence_order_label")
 
 
-def column_names(label: str = PAIR_LABELS[0], masked: bool = True) -> tuple[str, ...]:
+def column_names(label: str | None = PAIR_LABELS[0], masked: bool = True) -> tuple[str, ...]:
     """Column order of a shard.  Row-wise shapes: L = max_seq_length, P = max_predictions_per_seq.
 
     Unmasked rows (``--masking none``, for masking at train time) have no labels or
     predictions but a ``special_tokens_mask`` (int8[L]: 1 on [CLS], [SEP] and padding).
     """
+    pair = (label,) if label is not None else ()  # packed rows (no pair) have no label
     if not masked:
-        return ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", label)
+        return ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", *pair)
     return (
         "input_ids",  # ids[L]
         "token_type_ids",  # int8[L]
         "attention_mask",  # int8[L]
         "labels",  # int64[L]: original id at masked positions, -100 elsewhere
-        label,  # int64: the pair label
+        *pair,  # int64: the pair label
         "masked_lm_positions",  # int32[P], ascending, 0-padded
         "masked_lm_ids",  # ids[P], 0-padded
     )
@@ -107,7 +108,7 @@ class RowLayout:
     max_seq_length: int
     max_predictions: int
     vocab_size: int
-    label: str = PAIR_LABELS[0]
+    label: str | None = PAIR_LABELS[0]
     masked: bool = True
 
     @classmethod
@@ -131,23 +132,18 @@ class RowLayout:
     def columns(self) -> dict[str, ColumnType]:
         """The shard columns, in :data:`COLUMNS` order."""
         L, P, ids = self.max_seq_length, self.max_predictions, self.ids
-        if not self.masked:
-            return {
-                "input_ids": ColumnType(ids, L),
-                "token_type_ids": ColumnType(_I8, L),
-                "attention_mask": ColumnType(_I8, L),
-                "special_tokens_mask": ColumnType(_I8, L),
-                self.label: ColumnType(_I64, 0),
-            }
-        return {
+        types = {
             "input_ids": ColumnType(ids, L),
             "token_type_ids": ColumnType(_I8, L),
             "attention_mask": ColumnType(_I8, L),
             "labels": ColumnType(_I64, L),
-            self.label: ColumnType(_I64, 0),
             "masked_lm_positions": ColumnType(_I32, P),
             "masked_lm_ids": ColumnType(ids, P),
+            "special_tokens_mask": ColumnType(_I8, L),
         }
+        if self.label is not None:
+            types[self.label] = ColumnType(_I64, 0)
+        return {name: types[name] for name in self.column_names}
 
     @property
     def row_bytes(self) -> int:
@@ -209,8 +205,9 @@ class RowLayout:
             "input_ids": ids,
             "token_type_ids": token_type_ids(lengths, a_len, L),
             "attention_mask": attention_mask(lengths, L),
-            self.label: compact["next_sentence_label"],
         }
+        if self.label is not None:
+            cols[self.label] = compact["next_sentence_label"]
         if self.masked:
             pos = compact["masked_lm_positions"].astype(np.int64)
             cols["labels"] = labels_at(pos, compact["masked_lm_ids"], pos > 0, L)

@@ -744,3 +744,81 @@ def test_sop_through_build_names_its_column_and_verifies(runner, spm_model, tmp_
     assert nsp["label"] == "sentence_order_label" and 0.45 < nsp["random_ratio"] < 0.75
     lone = runner.invoke(cli, ["inspect", str(out / m["shards"][0]["file"]), "--json"])  # no manifest needed
     assert lone.exit_code == 0 and json.loads(lone.stdout)["distributions"]["nsp"]["label"] == "sentence_order_label"
+
+
+# ------------------------------------------------------------------ packed rows (--pair-task none, issue 11)
+
+
+def _segments_of(docs) -> Segments:
+    sentences = [s for d in docs for s in d]
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in docs], out=offsets[1:])
+    return split_segments(EncodedBatch.from_lists(sentences), offsets, 61, PairStats())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), cross=st.booleans(), max_tokens=st.sampled_from([62, 126]))
+def test_packing_keeps_every_sentence_whole_once_and_separates_documents(seed, cross, max_tokens):
+    from mlmcorpus.tasks.packing import pack
+
+    SEPID = SPECIAL.sep
+    docs = random_documents(random.Random(seed), (1, 12), (1, 15), 30)
+    segs = _segments_of(docs)
+    flat, start, length = pack(segs, max_tokens, cross, SEPID)
+    assert (length >= 1).all() and (length <= max_tokens).all()
+    rows = [flat[a : a + n].tolist() for a, n in zip(start.tolist(), length.tolist())]
+    sentence_of = {}  # token id -> (document, sentence): ids are unique and grow through the corpus
+    for d, doc in enumerate(docs):
+        for s, sent in enumerate(doc):
+            for t in sent:
+                sentence_of[t] = (d, s)
+    seen = []
+    for row in rows:
+        assert row[0] != SEPID and row[-1] != SEPID  # a separator never starts or ends a row
+        tokens = [t for t in row if t != SEPID]
+        seen.extend(tokens)
+        docs_in_row = [sentence_of[t][0] for t in tokens]
+        if not cross:
+            assert SEPID not in row and len(set(docs_in_row)) == 1  # doc-sentences never crosses
+        else:  # full-sentences: a separator exactly where the document changes
+            for x, y in zip(row, row[1:]):
+                if x != SEPID and y != SEPID:
+                    assert sentence_of[x][0] == sentence_of[y][0]
+            for k, t in enumerate(row):
+                if t == SEPID:
+                    assert sentence_of[row[k - 1]][0] + 1 == sentence_of[row[k + 1]][0]
+    assert seen == [t for doc in docs for sent in doc for t in sent]  # all text, once, in order
+    # sentences whole: a row boundary falls between sentences
+    for row in rows:
+        tokens = [t for t in row if t != SEPID]
+        first, last = sentence_of[tokens[0]], sentence_of[tokens[-1]]
+        assert docs[first[0]][first[1]][0] == tokens[0] and docs[last[0]][last[1]][-1] == tokens[-1]
+
+
+def test_packed_rows_through_build_verify_and_a_planted_crossing_fails(runner, spm_model, tmp_path):
+    import json
+
+    from mlmcorpus.cli import cli
+
+    from .conftest import SAMPLE
+
+    digests = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "--pair-task", "none", "-j", workers,
+                "-q", "--format", "numpy"]
+        assert runner.invoke(cli, args).exit_code == 0
+        m = json.loads((out / "manifest.json").read_text())
+        digests.append([s["sha256"] for s in m["shards"]])
+    assert digests[0] == digests[1]
+    assert list(m["columns"]) == ["input_ids", "token_type_ids", "attention_mask", "labels", "masked_lm_positions", "masked_lm_ids"]
+    shard = out / m["shards"][0]["file"]
+    assert not np.load(shard / "token_type_ids.npy").any()
+    ids, am = np.load(shard / "input_ids.npy"), np.load(shard / "attention_mask.npy")
+    sep = m["tokenizer"]["special_ids"]["sep"]
+    assert (((ids == sep) & (am == 1)).sum(axis=1) > 1).any()  # full-sentences runs on across documents
+    assert runner.invoke(cli, ["inspect", str(out), "--verify"]).exit_code == 0
+    m["config"]["pairs"]["packing"] = "doc-sentences"  # planted: the rows do cross documents
+    (out / "manifest.json").write_text(json.dumps(m))
+    v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
+    assert not v["passed"] and v["problems"].get("layout", 0) > 0

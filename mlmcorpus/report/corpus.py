@@ -34,7 +34,8 @@ class CorpusParams:
     known_specials: bool = True  # False for a lone shard without a manifest
     masking: str = "token"
     replace_per: str = "piece"
-    label: str = PAIR_LABELS[0]
+    label: str | None = PAIR_LABELS[0]  # None: packed rows without a pair
+    packing: str | None = None  # for packed rows: full-sentences or doc-sentences
     masked: bool = True  # False: --masking none, rows with a special_tokens_mask instead
     #: bool[vocab]: the tokenizer's word starts, when a word-level policy's words are to be checked.
     word_start: np.ndarray | None = None
@@ -80,10 +81,11 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         masked_lm_prob=c.mask.masked_lm_prob,
         mask_ratios=c.mask.mask_ratios,
         # SOP swaps half of the pairs (one-segment chunks, labelled 1 too, push it a little higher).
-        random_next_prob=0.5 if c.pairs.task == "sop" else c.pairs.random_next_prob,
+        random_next_prob={"sop": 0.5, "none": 0.0}.get(c.pairs.task, c.pairs.random_next_prob),
         masking=c.mask.masking,
         replace_per=c.mask.replace_per or "piece",
         label=m.layout.label,
+        packing=c.pairs.packing if m.layout.label is None else None,
         masked=m.layout.masked,
     )
 
@@ -117,6 +119,6 @@ def _params_from_schema(path: str, fmt: ShardFormat) -> CorpusParams:
         raise InputError(f"{path}: not a readable mlmcorpus shard ({e})") from None
     if not (MIN_SEQ_LENGTH <= int(L) <= MAX_SEQ_LENGTH and 1 <= int(P) <= MAX_PREDICTIONS):
         raise InputError(f"{path}: not an mlmcorpus shard (row length {L}, predictions {P})")
-    label = next((x for x in PAIR_LABELS if x in names), PAIR_LABELS[0])
+    label = next((x for x in PAIR_LABELS if x in names), None)  # none: packed rows
     return CorpusParams(max_seq_length=int(L), max_predictions=int(P), vocab_size=None, known_specials=False, label=label,
                         masked="labels" in names)

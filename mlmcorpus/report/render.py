@@ -99,8 +99,9 @@ def render(report: Report, console: Any) -> None:
     exp_random = nsp.get("expected_random_ratio", 0.5)
     sop = nsp.get("label") == "sentence_order_label"
     names = ("0 in order", "1 swapped") if sop else ("0 actual next", "1 random")
-    _share_table(console, "sentence order label" if sop else "next sentence label", "label", "green",
-                 [(names[0], nsp["actual_next"], 1 - exp_random), (names[1], nsp["random_next"], exp_random)])
+    if "label" not in nsp or nsp["label"] is not None:  # packed rows have no pair label
+        _share_table(console, "sentence order label" if sop else "next sentence label", "label", "green",
+                     [(names[0], nsp["actual_next"], 1 - exp_random), (names[1], nsp["random_next"], exp_random)])
     mk = d["masked"]
     if not report.get("manifest"):
         console.print(f"masked positions: {sum(int(k) * v for k, v in d['masked_per_sequence'].items()):,} "
@@ -174,7 +175,7 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             labels = batch["labels"][r].astype(np.int64) if "labels" in batch else np.full(len(ids), -100, dtype=np.int64)
             tt = batch["token_type_ids"][r]
             length = int(batch["attention_mask"][r].sum())
-            nsp = int(batch[p.label][r])
+            nsp = int(batch[p.label][r]) if p.label is not None else -1
             text = Text()
             text.append(f"#{shown} shard {shard_index} row {r} · {_pair_label(p.label, nsp)} · "
                         f"{length} tokens · {int((labels != -100).sum())} masked\n", style="bold")
@@ -201,7 +202,9 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
             shown += 1
 
 
-def _pair_label(column: str, value: int) -> str:
+def _pair_label(column: str | None, value: int) -> str:
+    if column is None:
+        return "packed"
     if column == "sentence_order_label":
         return "swapped" if value else "in order"
     return "random next" if value else "actual next"

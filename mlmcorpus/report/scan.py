@@ -158,7 +158,7 @@ def _scan_batch(scan: ShardScan, b: dict[str, np.ndarray], p: CorpusParams, veri
     scan.tokens += int(lengths.sum())
     scan.length_hist = (np.asarray(scan.length_hist) + np.bincount(np.clip(lengths, 0, p.max_seq_length), minlength=p.max_seq_length + 1)).tolist()
     scan.predictions_hist = (np.asarray(scan.predictions_hist) + np.bincount(np.clip(k, 0, p.max_predictions), minlength=p.max_predictions + 1)).tolist()
-    nsp = b[p.label].astype(np.int64)
+    nsp = b[p.label].astype(np.int64) if p.label is not None else np.zeros(n, dtype=np.int64)  # packed: no pair
     scan.nsp[0] += int((nsp == 0).sum())
     scan.nsp[1] += int((nsp == 1).sum())
     if p.known_specials:

@@ -66,7 +66,11 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
 
     scan.fail("attention_mask", "attention_mask is not 1 on the tokens and 0 on the padding",
               rows_where((am != inside).any(axis=1)), offset)
-    scan.fail("length", "fewer than 5 tokens ([CLS] A [SEP] B [SEP])", rows_where(lengths < 5), offset)
+    packed = p.label is None  # --pair-task none: [CLS] x [SEP], separators between documents
+    if packed:
+        scan.fail("length", "fewer than 3 tokens ([CLS] x [SEP])", rows_where(lengths < 3), offset)
+    else:
+        scan.fail("length", "fewer than 5 tokens ([CLS] A [SEP] B [SEP])", rows_where(lengths < 5), offset)
     if p.vocab_size is not None:
         scan.fail("vocab", f"token id >= vocab size {p.vocab_size}", rows_where((ids >= p.vocab_size).any(axis=1) | (ids < 0).any(axis=1)), offset)
         scan.fail("vocab", f"label id >= vocab size {p.vocab_size}", rows_where((masked & ((labels >= p.vocab_size) | (labels < 0))).any(axis=1)), offset)
@@ -75,19 +79,29 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
     scan.fail("layout", "does not start with [CLS]", rows_where(original[:, 0] != p.cls), offset)
     scan.fail("layout", "does not end with [SEP]", rows_where(original[rows, last] != p.sep), offset)
     seps = (original == p.sep) & inside
-    scan.fail("layout", "not exactly two [SEP] ([CLS] A [SEP] B [SEP])", rows_where(seps.sum(axis=1) != 2), offset)
+    if not packed:
+        scan.fail("layout", "not exactly two [SEP] ([CLS] A [SEP] B [SEP])", rows_where(seps.sum(axis=1) != 2), offset)
+    elif p.packing == "doc-sentences":
+        scan.fail("layout", "a [SEP] inside a row that may not cross documents", rows_where(seps.sum(axis=1) != 1), offset)
     scan.fail("layout", "padding is not [PAD]", rows_where(((ids != p.pad) & ~inside).any(axis=1)), offset)
     first_sep = np.where(seps.any(axis=1), seps.argmax(axis=1), 0)
     # The input itself: [CLS]/[SEP]/[PAD] only where the layout puts them, [MASK] only where masked.
-    layout = (cols == 0) | (cols == first_sep[:, None]) | (cols == last[:, None])
+    if packed:  # the separators between documents are layout tokens too
+        layout = (cols == 0) | (cols == last[:, None]) | seps
+    else:
+        layout = (cols == 0) | (cols == first_sep[:, None]) | (cols == last[:, None])
     scan.fail("input_ids", "[CLS], [SEP] or [PAD] inside the text",
               rows_where((inside & ~layout & np.isin(ids, [p.cls, p.sep, p.pad])).any(axis=1)), offset)
     scan.fail("input_ids", "[MASK] at a position that is not masked", rows_where((~masked & (ids == p.mask)).any(axis=1)), offset)
     scan.fail("input_ids", "a layout token ([CLS]/[SEP]) was replaced", rows_where((layout & inside & (ids != original)).any(axis=1)), offset)
-    scan.fail("layout", "segment A or B is empty", rows_where((first_sep < 2) | (first_sep > lengths - 3)), offset)
-    expected_tt = (cols > first_sep[:, None]) & inside
-    scan.fail("token_type_ids", "token_type_ids are not 0 through the first [SEP] and 1 for B",
-              rows_where((b["token_type_ids"].astype(np.int64) != expected_tt).any(axis=1)), offset)
+    if packed:
+        scan.fail("token_type_ids", "token_type_ids are not all 0 (a packed row has one segment)",
+                  rows_where(b["token_type_ids"].astype(bool).any(axis=1)), offset)
+    else:
+        scan.fail("layout", "segment A or B is empty", rows_where((first_sep < 2) | (first_sep > lengths - 3)), offset)
+        expected_tt = (cols > first_sep[:, None]) & inside
+        scan.fail("token_type_ids", "token_type_ids are not 0 through the first [SEP] and 1 for B",
+                  rows_where((b["token_type_ids"].astype(np.int64) != expected_tt).any(axis=1)), offset)
     scan.fail("labels", "a label outside the text (padding) is not -100", rows_where((masked & ~inside).any(axis=1)), offset)
     scan.fail("labels", "a special token ([CLS]/[SEP]/[PAD]/[MASK]) is masked",
               rows_where((masked & np.isin(original, p.never_masked)).any(axis=1)), offset)
@@ -120,7 +134,8 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
     gathered = np.where(valid, np.take_along_axis(labels, np.clip(expected_pos, 0, L - 1), axis=1), 0)
     scan.fail("masked_lm_ids", "masked_lm_ids are not the original ids at those positions",
               rows_where((b["masked_lm_ids"].astype(np.int64) != gathered).any(axis=1)), offset)
-    scan.fail(p.label, f"{p.label} is not 0 or 1", rows_where((nsp != 0) & (nsp != 1)), offset)
+    if p.label is not None:
+        scan.fail(p.label, f"{p.label} is not 0 or 1", rows_where((nsp != 0) & (nsp != 1)), offset)
 
 
 def chi_square(observed: list[int], probabilities: list[float]) -> tuple[float, int, float]:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["NAMES", "get"]
 
 _REGISTRY: Registry[Task] = Registry(
-    "pair task", {"nsp": ("mlmcorpus.tasks.nsp", "NspTask"), "sop": ("mlmcorpus.tasks.nsp", "SopTask")}, ConfigError
+    "pair task", {"nsp": ("mlmcorpus.tasks.nsp", "NspTask"), "sop": ("mlmcorpus.tasks.nsp", "SopTask"),
+                  "none": ("mlmcorpus.tasks.packing", "PackingTask")}, ConfigError
 )
 NAMES = _REGISTRY.names
 

@@ -15,8 +15,8 @@ class Task(ABC):
     """Turns a unit's segments into unmasked rows; every draw from generators keyed by (seed, unit)."""
 
     name: str
-    #: The shard column of the pair label (0/1).
-    label: str
+    #: The shard column of the pair label (0/1); None: rows without a pair (packing).
+    label: str | None
 
     @abstractmethod
     def instances(self, seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:

@@ -152,14 +152,14 @@ def all_contenders(pair_task_none: bool) -> list[Contender]:
         for task in ("sop", "none"):
             cs.append(
                 Contender(
-                    f"wiki.build.wp.d5.w2.{task}", "build", "wiki", "wp", dupe=5, workers=2,
+                    f"wiki.build.wp.d5.w2.{'packed' if task == 'none' else task}", "build", "wiki", "wp", dupe=5, workers=2,
                     extra=("--pair-task", task), variant=f"--pair-task {task}",
                 )
             )
     for policy in ("whole-word", "ngram", "span", "none"):
         cs.append(
             Contender(
-                f"wiki.build.wp.d5.w2.{policy}", "build", "wiki", "wp", dupe=5, workers=2,
+                f"wiki.build.wp.d5.w2.{'unmasked' if policy == 'none' else policy}", "build", "wiki", "wp", dupe=5, workers=2,
                 extra=("--masking", policy), variant=f"--masking {policy}",
             )
         )

@@ -113,6 +113,8 @@ class MaskConfig:
             object.__setattr__(self, "replace_per", "word" if self.masking == "span" else "piece")
         if self.replace_per not in REPLACE_PER:
             raise ConfigError(f"--replace-per: expected one of {', '.join(REPLACE_PER)}, got {self.replace_per!r}")
+        if self.replace_per == "word" and self.masking in ("token", "none"):
+            raise ConfigError(f"--replace-per word: needs word groups (--masking whole-word, ngram or span), not {self.masking}")
         if not 1 <= self.max_ngram <= 16:
             raise ConfigError(f"--max-ngram: must be between 1 and 16, got {self.max_ngram}")
         if not 1 <= self.max_span <= 64:

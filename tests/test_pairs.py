@@ -822,3 +822,26 @@ def test_packed_rows_through_build_verify_and_a_planted_crossing_fails(runner, s
     (out / "manifest.json").write_text(json.dumps(m))
     v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
     assert not v["passed"] and v["problems"].get("layout", 0) > 0
+
+
+def test_verify_tests_the_sop_balance_and_catches_a_corpus_that_never_swaps(runner, spm_model, tmp_path):
+    import json
+
+    from mlmcorpus.cli import cli
+
+    from .conftest import SAMPLE
+
+    out = tmp_path / "sop"
+    args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "--pair-task", "sop", "-q", "--format", "numpy"]
+    assert runner.invoke(cli, args).exit_code == 0
+    m = json.loads((out / "manifest.json").read_text())
+    one = m["stats"]["counts"].get("sop_one_segment_chunks", 0)
+    assert 0 < one < m["stats"]["instances"] // 4
+    assert runner.invoke(cli, ["inspect", str(out), "--verify"]).exit_code == 0
+    for shard in m["shards"]:  # planted: every row back in order
+        labels = np.load(out / shard["file"] / "sentence_order_label.npy", mmap_mode="r+")
+        labels[:] = 0
+        labels.flush()
+        del labels
+    v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
+    assert "sop_balance" in v["problems"]

@@ -123,20 +123,28 @@ def first_group_lengths(policy: str, n: int, pmf_config: MaskConfig | None = Non
     return size[room >= len(pmf)]
 
 
-@pytest.mark.parametrize("policy,expected_mean", [("ngram", (1 + 2 * 0.5 + 3 / 3) / (1 + 0.5 + 1 / 3)), ("span", None)])
-def test_group_lengths_follow_their_distribution(policy, expected_mean):
+def _expected_pmf(policy: str) -> np.ndarray:
+    """The laws of the issue, written out here rather than taken from the module."""
+    n = np.arange(1, 4) if policy == "ngram" else np.arange(1, 11)
+    w = 1.0 / n if policy == "ngram" else 0.2 * 0.8 ** (n - 1)  # ALBERT: 1/n on 1..3; SpanBERT: Geo(0.2) on 1..10
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("policy", ["ngram", "span"])
+def test_group_lengths_follow_their_distribution(policy):
     """Chi-square of the first group's length in words against p(n) ∝ 1/n (ngram) or the
-    truncated geometric (span), on ~20k rows; a wrong distribution fails (planted below)."""
+    truncated geometric (span), on ~20k rows; the mean within 5 standard errors; and the other
+    law fails the same test (planted)."""
     sizes = first_group_lengths(policy, 20_000)
-    pmf = wm.group_length_pmf(MaskConfig(masking=policy))
+    pmf = _expected_pmf(policy)
+    np.testing.assert_allclose(wm.group_length_pmf(MaskConfig(masking=policy)), pmf)
     observed = np.bincount(sizes, minlength=len(pmf) + 1)[1:]
-    assert observed.sum() > 19_000
+    assert observed.sum() > 19_000 and len(observed) == len(pmf)
     _, _, p = chi_square(observed.tolist(), pmf.tolist())
     assert p > ALPHA, (observed, pmf * observed.sum())
-    if expected_mean is not None:
-        assert abs(sizes.mean() - expected_mean) < 0.03
-    else:  # SpanBERT: geometric(0.2) truncated to 1..10 has mean 3.78 words
-        assert abs(sizes.mean() - 3.78) < 0.05
+    n = np.arange(1, len(pmf) + 1)
+    mean, sd = float((n * pmf).sum()), float(np.sqrt((n**2 * pmf).sum() - (n * pmf).sum() ** 2))
+    assert abs(sizes.mean() - mean) < 5 * sd / np.sqrt(len(sizes))
     # Planted error: the same lengths tested against the other policy's distribution fail.
     other = wm.group_length_pmf(MaskConfig(masking="span" if policy == "ngram" else "ngram"))
     k = min(len(other), len(observed))
@@ -306,3 +314,16 @@ def test_the_stage_pipeline_equals_build_for_other_policies(tmp_path, policy):
     assert built.returncode == 0, built.stderr.decode()
     digest = [[s["sha256"] for s in json.loads((tmp_path / d / "manifest.json").read_text())["shards"]] for d in ("piped", "built")]
     assert digest[0] == digest[1]
+
+
+def test_verify_catches_a_word_masker_that_stops_early(runner, tmp_path, monkeypatch):
+    """Planted: the masker fills only a third of each row's budget; verify's completeness check
+    (an unmasked word that fits the unfilled budget) must fail the corpus."""
+    real = wm.wanted_predictions
+    monkeypatch.setattr(wm, "wanted_predictions", lambda lengths, config: np.maximum(1, real(lengths, config) // 3))
+    out = tmp_path / "short"
+    args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(WORDPIECE), "-q", "--masking", "whole-word", "-j", "1"]
+    assert runner.invoke(cli, args).exit_code == 0
+    monkeypatch.undo()
+    v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
+    assert not v["passed"] and v["problems"].get("budget", 0) > 100

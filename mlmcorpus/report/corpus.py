@@ -34,6 +34,7 @@ class CorpusParams:
     known_specials: bool = True  # False for a lone shard without a manifest
     masking: str = "token"
     replace_per: str = "piece"
+    max_group: int = 1  # the longest word group of the policy (n-gram or span length)
     label: str | None = PAIR_LABELS[0]  # None: packed rows without a pair
     packing: str | None = None  # for packed rows: full-sentences or doc-sentences
     masked: bool = True  # False: --masking none, rows with a special_tokens_mask instead
@@ -84,6 +85,7 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         random_next_prob={"sop": 0.5, "none": 0.0}.get(c.pairs.task, c.pairs.random_next_prob),
         masking=c.mask.masking,
         replace_per=c.mask.replace_per or "piece",
+        max_group={"ngram": c.mask.max_ngram, "span": c.mask.max_span}.get(c.mask.masking, 1),
         label=m.layout.label,
         packing=c.pairs.packing if m.layout.label is None else None,
         masked=m.layout.masked,

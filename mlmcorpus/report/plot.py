@@ -28,7 +28,8 @@ def plot_report(report: Report, path: str) -> None:
     nsp = d["nsp"]
     ax = axes[1][0]
     total = max(nsp["actual_next"] + nsp["random_next"], 1)
-    ax.bar(["0 actual next", "1 random"], [nsp["actual_next"] / total, nsp["random_next"] / total], color="#55a868")
+    names = ["0 in order", "1 swapped"] if nsp.get("label") == "sentence_order_label" else ["0 actual next", "1 random"]
+    ax.bar(names, [nsp["actual_next"] / total, nsp["random_next"] / total], color="#55a868")
     ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="expected 0.5")
     ax.set_title("next sentence label")
     ax.legend()

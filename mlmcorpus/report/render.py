@@ -106,9 +106,13 @@ def render(report: Report, console: Any) -> None:
     if not report.get("manifest"):
         console.print(f"masked positions: {sum(int(k) * v for k, v in d['masked_per_sequence'].items()):,} "
                       "(split into [MASK]/random/unchanged unknown without the manifest's special ids)")
-    _share_table(console, "masked positions", "becomes", "magenta",
-                 list(zip(("[MASK]", "random token", "unchanged"), (mk["mask"], mk["random"], mk["keep"]), mk["expected_ratios"])))
-    if mk.get("mask_rate") is not None:
+    masking = (cfg.get("mask") or {}).get("masking", "token")
+    if masking == "none":
+        console.print("no masks: --masking none leaves them to train time (special_tokens_mask)")
+    else:
+        _share_table(console, "masked positions", "becomes", "magenta",
+                     list(zip(("[MASK]", "random token", "unchanged"), (mk["mask"], mk["random"], mk["keep"]), mk["expected_ratios"])))
+    if mk.get("mask_rate") is not None and masking != "none":
         console.print(f"mask rate {mk['mask_rate']:.2%} of maskable tokens (masked_lm_prob {mk['masked_lm_prob']}, "
                       "capped by max_predictions_per_seq)")
 
@@ -126,6 +130,9 @@ def render(report: Report, console: Any) -> None:
         chi = "inf" if test["chi_square"] is None else f"{test['chi_square']:.2f}"
         console.print(f"mask split chi-square {chi} (df {test['df']}), p = {test['p_value']:.3g}, "
                       f"alpha {test['alpha']:g}: {'ok' if test['passed'] else 'FAIL'}")
+        if v.get("word_check"):
+            colour = "yellow" if v["word_check"].startswith("skipped") else "green"
+            console.print(f"whole words: [{colour}]{v['word_check']}[/]", highlight=False)
         if v["passed"]:
             console.print("[bold green]verify: PASSED[/] — checksums, schema, every row and the corpus statistics")
         else:

@@ -123,6 +123,9 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
             same_word = candidate[:, 1:] & candidate[:, :-1] & ~ws[:, 1:]
             scan.fail("words", f"a word is partly masked ({p.masking} masking keeps words whole)",
                       rows_where((same_word & (masked[:, 1:] != masked[:, :-1])).any(axis=1)), offset)
+            scan.fail("budget", f"a word that fits the unfilled budget was left unmasked ({p.masking} masking "
+                                "tries every word)", rows_where(_unfilled(candidate, ws, masked, predicted - k, p.max_group)),
+                      offset)
     # Positions and ids: the masked positions in ascending order, then zeros.
     P = p.max_predictions
     expected_pos = np.sort(np.where(masked, cols, L), axis=1)[:, :P] if L >= P else np.pad(np.sort(np.where(masked, cols, L), axis=1), ((0, 0), (0, P - L)), constant_values=L)
@@ -136,6 +139,26 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
               rows_where((b["masked_lm_ids"].astype(np.int64) != gathered).any(axis=1)), offset)
     if p.label is not None:
         scan.fail(p.label, f"{p.label} is not 0 or 1", rows_where((nsp != 0) & (nsp != 1)), offset)
+
+
+def _unfilled(candidate: np.ndarray, ws: np.ndarray, masked: np.ndarray, shortfall: np.ndarray, max_group: int) -> np.ndarray:
+    """Rows where the word-level greedy stopped early: an unmasked word no longer than the
+    shortfall, with no masked word among the next ``max_group - 1`` (which could have made its
+    group overlap).  Every word is tried as a group start, shortened to fit, so none exists."""
+    n, L = candidate.shape
+    prev = np.zeros_like(candidate)
+    prev[:, 1:] = candidate[:, :-1]
+    start = candidate & (ws | ~prev)
+    wid = np.where(candidate, np.cumsum(start, axis=1) - 1, -1)
+    flat = (np.arange(n)[:, None] * L + wid)[candidate]
+    size = np.bincount(flat, minlength=n * L).reshape(n, L)
+    taken = np.bincount(flat, weights=masked[candidate], minlength=n * L).reshape(n, L) > 0
+    words = start.sum(axis=1)
+    fits = (np.arange(L)[None, :] < words[:, None]) & ~taken & (size <= shortfall[:, None])
+    near = np.zeros_like(fits)
+    for j in range(1, min(max_group, L)):
+        near[:, : L - j] |= taken[:, j:]
+    return np.asarray((fits & ~near).any(axis=1))
 
 
 def chi_square(observed: list[int], probabilities: list[float]) -> tuple[float, int, float]:
@@ -233,6 +256,25 @@ def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings
                 break
 
 
+def _sop_balance(corpus: Corpus, merged: dict, findings: list[str], problems: dict[str, int]) -> None:
+    """Sentence order: apart from one-segment chunks (always 1), a row is swapped with
+    probability 0.5; a two-sided binomial (normal) test at :data:`ALPHA`."""
+    assert corpus.manifest is not None
+    from mlmcorpus.tasks.nsp import SOP_ONE_SEGMENT
+
+    one = int(_dict(corpus.manifest.stats.get("counts")).get(SOP_ONE_SEGMENT, 0))
+    n = int(merged["nsp"].sum()) - one
+    swapped = int(merged["nsp"][1]) - one
+    if n <= 0:
+        return
+    z = (swapped - n / 2) / math.sqrt(n / 4)
+    p_value = math.erfc(abs(z) / math.sqrt(2))
+    if p_value < ALPHA:
+        problems["sop_balance"] = 1
+        findings.append(f"corpus: {swapped:,} of {n:,} two-segment rows swapped ({swapped / n:.1%}); SOP swaps half "
+                        f"(z = {z:.1f}, p = {p_value:.2g} < {ALPHA:g})")
+
+
 def _rescaled(stat: float, df: int, design_effect: float) -> tuple[float, int, float]:
     if df <= 0 or not math.isfinite(stat):
         return stat, df, 0.0 if not math.isfinite(stat) else 1.0
@@ -261,6 +303,8 @@ def verdict(corpus: Corpus, scans: list[ShardScan], merged: dict) -> dict[str, A
             problems[key] = problems.get(key, 0) + n
     if corpus.only_shard is None:
         corpus_checks(corpus, scans, merged, findings, problems)
+    if p.label == "sentence_order_label":
+        _sop_balance(corpus, merged, findings, problems)
     ratio_ok = pvalue >= ALPHA
     if not ratio_ok:
         problems["mask_ratios"] = 1

@@ -24,7 +24,10 @@ from mlmcorpus.tasks.base import Task
 from mlmcorpus.tokenizers import SpecialIds
 from mlmcorpus.units import PairedUnit, PairStats, SegmentedUnit
 
-__all__ = ["NspTask", "SopTask", "Instances", "create_instances", "concat_instances", "assemble"]
+#: SOP rows labelled 1 because their chunk had one segment (B from another document), not a swap.
+SOP_ONE_SEGMENT = "sop_one_segment_chunks"
+
+__all__ = ["SOP_ONE_SEGMENT", "NspTask", "SopTask", "Instances", "create_instances", "concat_instances", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ def create_instances(
     same_doc = 0
     no_random = 0
     unavailable = 0
+    one_segment = 0
     rand = rng.random
     # ``rng.randint(a, b)`` is ``a + rng._randbelow(b - a + 1)`` (CPython's randrange): the same draws
     # without two Python frames per call, which were a fifth of this loop's time.
@@ -126,6 +130,7 @@ def create_instances(
                             same_doc += 1
                     if random_start >= 0:
                         label = 1
+                        one_segment += sop  # SOP enters here only for a chunk of one segment
                         b_lo = random_start
                         len_b = 0
                         j = random_start
@@ -182,6 +187,8 @@ def create_instances(
         stats.counts["chunks_without_random_next"] += no_random
     if unavailable:
         stats.counts["random_next_unavailable"] += unavailable
+    if one_segment:
+        stats.counts[SOP_ONE_SEGMENT] += one_segment
     return Instances(
         np.array(out_a_start, dtype=np.int64),
         np.array(out_a_len, dtype=np.int64),

@@ -113,10 +113,17 @@ def choose_groups(
     budget = np.minimum(P, wanted_predictions(lengths, config))
     keys = streams[0].random((n, L))
     np.copyto(keys, 2.0, where=np.arange(L)[None, :] >= words[:, None])
-    order = np.argsort(keys, axis=1, kind="stable")  # a row's first `words` entries: its words, shuffled
+    # A row's first `words` entries: its words, shuffled (the keys below 2 are distinct, so any sort agrees).
+    order = np.argsort(keys, axis=1)
     maxn = len(pmf)
     if maxn > 1:
-        glen = streams[1].choice(np.arange(1, maxn + 1), size=(n, L), p=pmf)
+        # The inverse of the cdf at a uniform (what Generator.choice(p=pmf) does; a sum of maxn - 1
+        # comparisons is faster than its binary search for so short a table).
+        cdf = np.cumsum(pmf)
+        u = streams[1].random((n, L)) * cdf[-1]
+        glen = np.ones((n, L), dtype=np.int64)
+        for c in cdf[:-1]:
+            glen += u >= c
     else:
         glen = np.ones((n, L), dtype=np.int64)
     covered = np.zeros((n, L + 1), dtype=bool)  # by word index

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mlmcorpus import masking, tasks
 from mlmcorpus.config import BuildConfig, MaskConfig
+from mlmcorpus.errors import ConfigError
 from mlmcorpus.masking import MaskVocab
 from mlmcorpus.rng import Purpose, unit_generator
 from mlmcorpus.schema import RowLayout
@@ -19,7 +20,20 @@ from mlmcorpus.units import MaskedUnit, PairedUnit, SegmentedUnit, Unit
 #: The count of rows whose predictions the cap cut short (in the manifest's stats.counts).
 CAPPED_ROWS = "rows_capped_by_max_predictions"
 
-__all__ = ["CAPPED_ROWS", "instances_of", "pair_unit", "mask_unit", "unit_rows"]
+__all__ = ["CAPPED_ROWS", "check_tokenizer", "instances_of", "pair_unit", "mask_unit", "unit_rows"]
+
+
+def check_tokenizer(tokenizer: Tokenizer, config: BuildConfig) -> None:
+    """Refuse a word-level policy with a tokenizer that marks no word continuations: every piece
+    would be a word, and whole-word masking silently per-piece masking."""
+    policy = masking.get(config.mask.masking)
+    if policy.masks and config.mask.masking != "token":
+        starts = tokenizer.word_start_mask()[: tokenizer.base_size]
+        if starts.all():
+            raise ConfigError(
+                f"--masking {config.mask.masking}: {tokenizer.path} marks no word continuations (no ## or "
+                "\u2581 pieces), so every piece would be a word of its own; use --masking token"
+            )
 
 
 def instances_of(seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:

@@ -28,7 +28,7 @@ from mlmcorpus.errors import InputError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import CAPPED_ROWS, pair_unit, unit_rows
+from mlmcorpus.objective import CAPPED_ROWS, check_tokenizer, pair_unit, unit_rows
 from mlmcorpus.schema import RowLayout
 from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.runtime import release_memory
@@ -300,6 +300,7 @@ def build(
         )
         tokenizer = TokenizerSpec(trained_tok.path)
     tok = tokenizer.load()
+    check_tokenizer(tok, config)
     formats.get(config.output.format)  # imported before the workers fork, not in each of them
     stats = BuildStats()
     if on_phase:

@@ -327,3 +327,18 @@ def test_verify_catches_a_word_masker_that_stops_early(runner, tmp_path, monkeyp
     monkeypatch.undo()
     v = json.loads(runner.invoke(cli, ["inspect", str(out), "--verify", "--json"]).stdout)["verify"]
     assert not v["passed"] and v["problems"].get("budget", 0) > 100
+
+
+def test_word_masking_refuses_a_tokenizer_without_word_continuations(runner, tmp_path):
+    """A word-level vocabulary (no ## or ▁ pieces) would make every piece a word: refused, not
+    silently per-piece."""
+    tokenizers = pytest.importorskip("tokenizers")
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "sat", "."]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({t: i for i, t in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "words.json"))
+    args = ["build", str(SAMPLE), "-o", str(tmp_path / "out"), "--tokenizer", str(tmp_path / "words.json"), "-q"]
+    result = runner.invoke(cli, [*args, "--masking", "whole-word"])
+    assert result.exit_code == 2 and "marks no word continuations" in result.stderr
+    assert not list((tmp_path / "out").glob("train-*")) and not (tmp_path / "out" / "manifest.json").exists()
+    assert runner.invoke(cli, [*args, "--masking", "token", "--overwrite"]).exit_code == 0  # token masking is fine

@@ -17,7 +17,7 @@ from mlmcorpus.engines import map_ordered
 from mlmcorpus.errors import ConfigError
 from mlmcorpus.manifest import Manifest, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import instances_of, mask_unit
+from mlmcorpus.objective import check_tokenizer, instances_of, mask_unit
 from mlmcorpus.pipeline import PairJob, SegmentJob, write_shards
 from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
 from mlmcorpus.stages.stream import (
@@ -104,6 +104,7 @@ def run_mask(source: BinaryIO, sink: BinaryIO, *, mask: MaskConfig, seed: int | 
     tok = spec.load()
     if tok.sha256 != header.tokenizer["sha256"]:
         raise ConfigError(f"{spec.path}: tokenizer changed since `pairs` ran (sha256 differs)")
+    check_tokenizer(tok, config)
     vocab = MaskVocab.of(tok)
     # pairs drawn with another seed than the masks: the manifest says so
     pairs_seed = cfg.seed if header.seed_given and cfg.seed != seed else None

@@ -621,6 +621,24 @@ def run_contender(c: Contender, inputs: Inputs, repeats: int, idle_wait: float) 
 # --------------------------------------------------------------------------- report
 
 
+def run_interleaved(contenders: list[Contender], inputs: Inputs, repeats: int, idle_wait: float) -> list[Result]:
+    """Repetition by repetition, every contender once each: a machine whose speed drifts over
+    minutes then slows all contenders of a round alike, and the ratios hold."""
+    results = [Result(c) for c in contenders]
+    for _ in range(repeats):
+        for r in results:
+            if r.skipped:
+                continue
+            one = run_contender(r.contender, inputs, 1, idle_wait)
+            if one.skipped:
+                r.skipped = one.skipped
+                continue
+            r.samples.extend(one.samples)
+            r.instances = r.instances if r.instances is not None else one.instances
+            r.manifest = one.manifest or r.manifest
+    return results
+
+
 def find(results: list[Result], name: str) -> Result | None:
     r = next((r for r in results if r.contender.name == name), None)
     return r if r and r.ok else None
@@ -854,6 +872,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", nargs="+", metavar="NAME",
                     help="contenders to run: names, glob patterns or dotted prefixes (e.g. wiki.build 'gutenberg.*')")
     ap.add_argument("--list", action="store_true", help="list the contenders and exit")
+    ap.add_argument("--no-interleave", dest="interleave", action="store_false",
+                    help="run every repetition of a contender before the next (default: round by round)")
     ap.add_argument("--refresh", action="store_true", help="redo the prepared inputs and the sentencepiece model")
     ap.add_argument("--no-install", action="store_true",
                     help="never install the baselines' virtualenvs; skip the contenders that need a missing one")
@@ -879,7 +899,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     code_at_start = code_version()
     inputs = prepare(contenders, args.refresh, not args.no_install)
-    results = [run_contender(c, inputs, args.repeats, args.wait_idle) for c in contenders]
+    if args.interleave:
+        results = run_interleaved(contenders, inputs, args.repeats, args.wait_idle)
+    else:
+        results = [run_contender(c, inputs, args.repeats, args.wait_idle) for c in contenders]
     report = render(results, inputs, args.repeats, time.perf_counter() - started, code_at_start)
     (WORK / "results.md").write_text(report)
     print(report)

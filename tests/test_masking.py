@@ -449,7 +449,7 @@ def test_random_replacements_are_uniform_over_random_ids():
 def test_num_to_predict_rounds_half_to_even(length, prob, product, expected):
     assert length * prob == product  # the float product really lands on this value
     assert max(1, round(product)) == expected  # and Python's round agrees with the table
-    k = num_to_predict(np.array([length]), MaskConfig(masked_lm_prob=prob, max_predictions_per_seq=1000))
+    k = num_to_predict(np.array([length]), MaskConfig(masked_lm_prob=prob, max_predictions_per_seq=1000), 2048)
     assert int(k[0]) == expected
 
 
@@ -459,7 +459,7 @@ def test_num_to_predict_matches_python_round_on_a_grid():
     for prob in probs:
         for max_pred in (1, 20, 10_000):
             cfg = MaskConfig(masked_lm_prob=prob, max_predictions_per_seq=max_pred)
-            got = num_to_predict(lengths, cfg)
+            got = num_to_predict(lengths, cfg, 2048)
             want = [reference_k(int(x), cfg) for x in lengths]
             np.testing.assert_array_equal(got, want, err_msg=f"prob={prob} max_pred={max_pred}")
     # the grid does contain exact halves in both directions (else the test proves little)

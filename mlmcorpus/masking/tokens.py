@@ -27,13 +27,12 @@ def wanted_predictions(lengths: np.ndarray, config: MaskConfig) -> np.ndarray:
     return np.maximum(1, np.rint(lengths * config.masked_lm_prob).astype(np.int64))
 
 
-def num_to_predict(lengths: np.ndarray, config: MaskConfig, max_seq_length: int | None = None) -> np.ndarray:
+def num_to_predict(lengths: np.ndarray, config: MaskConfig, max_seq_length: int) -> np.ndarray:
     """The reference formula, before capping by the number of candidates.
 
-    The cap is ``config``'s (for rows of ``max_seq_length`` tokens when it follows the length).
+    The cap is ``config``'s for rows of ``max_seq_length`` tokens (it may follow the length).
     """
-    cap = config.predictions_for(max_seq_length if max_seq_length is not None else int(lengths.max(initial=0)))
-    return np.minimum(cap, wanted_predictions(lengths, config))
+    return np.minimum(config.predictions_for(max_seq_length), wanted_predictions(lengths, config))
 
 
 #: Rows whose positions are chosen at a time (memory: a few (rows, L) arrays of 8 bytes).

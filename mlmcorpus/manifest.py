@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mlmcorpus.tokenizers import Tokenizer, TokenizerSpec
     from mlmcorpus.units import StatsRecord
 
-__all__ = ["Manifest", "ShardEntry", "Totals", "write_manifest", "read_manifest", "safe_join", "library_versions", "tokenizer_record"]
+__all__ = ["Manifest", "ShardEntry", "Totals", "write_manifest", "read_manifest", "safe_join", "object_or_empty", "library_versions", "tokenizer_record"]
 
 SPECIAL_ROLES = ("pad", "cls", "sep", "mask")
 REQUIRED_MASK_KEYS = ("masked_lm_prob", "mask_ratios")
@@ -215,7 +215,7 @@ def _int(x: object, name: str, lo: int, hi: int) -> int:
     return x
 
 
-def _object(x: object) -> dict[str, Any]:
+def object_or_empty(x: object) -> dict[str, Any]:
     """``x`` when the manifest has an object there, else an empty one (a claim to check, not to trust)."""
     return x if isinstance(x, dict) else {}
 
@@ -256,9 +256,9 @@ def read_manifest(out_dir: str) -> Manifest:
         tokenizer=tokenizer,
         shards=shards,
         # Claims to check, not to trust: their shape is whatever the file holds.
-        stats=cast("StatsRecord", _object(m.get("stats"))),
-        totals=cast(Totals, _object(m.get("totals"))),
-        versions=_object(m.get("versions")),
+        stats=cast("StatsRecord", object_or_empty(m.get("stats"))),
+        totals=cast(Totals, object_or_empty(m.get("totals"))),
+        versions=object_or_empty(m.get("versions")),
         pairs_seed=pairs_seed if type(pairs_seed) is int else None,
         format_version=version,
         created_by=str(m.get("created_by", "")),
@@ -282,7 +282,7 @@ def _shard_entry(path: str, out_dir: str, entry: object) -> ShardEntry:
         tokens=entry.get("tokens"),
         bytes=entry.get("bytes"),
         sha256=sha if isinstance(sha, str) else (None if sha is None else str(sha)),
-        files=_object(entry.get("files")),
+        files=object_or_empty(entry.get("files")),
     )
 
 

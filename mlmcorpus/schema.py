@@ -1,6 +1,6 @@
 """What a row is: the one owner of column names, dtypes, shapes and Arrow schemas.
 
-A row travels in two forms.  The *compact* columns (:data:`COMPACT`) go between
+A row travels in two forms.  The *compact* columns (:meth:`RowLayout.compact_types`) go between
 workers, the shuffle's spill files and the stage streams; the *shard* columns
 (:data:`COLUMNS`) are what trainers read, and follow from the compact ones
 (:meth:`RowLayout.expand`) at five times the bytes.  Writers, stages, the
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "COLUMNS",
-    "COMPACT",
     "PAIR_LABELS",
     "column_names",
     "RowLayout",
@@ -65,9 +64,6 @@ def column_names(label: str | None = PAIR_LABELS[0], masked: bool = True) -> tup
 
 #: The columns of a default (NSP) shard.
 COLUMNS = column_names()
-
-#: What travels between workers, stages and the shuffle; ``a_len`` is the length of segment A.
-COMPACT = ("input_ids", "lengths", "a_len", "next_sentence_label", "masked_lm_positions", "masked_lm_ids")
 
 #: Labels at positions that are not predicted (the value PyTorch's cross-entropy ignores).
 IGNORE_LABEL = -100
@@ -161,7 +157,8 @@ class RowLayout:
 
     # -- compact columns
     def compact_types(self) -> dict[str, ColumnType]:
-        """The :data:`COMPACT` columns as workers, stage streams and the shuffle carry them."""
+        """The compact columns, as workers, stage streams and the shuffle carry them (``a_len``: the
+        length of segment A; ``next_sentence_label``: the pair label, whatever the task calls it)."""
         L, P, ids = self.max_seq_length, self.max_predictions, self.ids
         head = {
             "input_ids": ColumnType(ids, L),

@@ -140,7 +140,7 @@ class PairedUnit:
 
 @dataclass
 class MaskedUnit:
-    """One unit's masked rows as :data:`mlmcorpus.schema.COMPACT` columns, and its counts.
+    """One unit's masked rows as compact columns (``RowLayout.compact_types``), and its counts.
 
     When the worker already scattered the rows for the shuffle, ``columns`` is
     None and ``spill`` says where they went.

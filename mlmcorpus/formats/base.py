@@ -76,7 +76,7 @@ class ShardWriter(ABC):
             self.abort()
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
-        """Buffer rows given as :data:`~mlmcorpus.schema.COMPACT` columns; shard columns are built per row group."""
+        """Buffer rows given as compact columns (``RowLayout.compact_types``); shard columns are built per row group."""
         n = row_count(columns)
         if n == 0:
             return

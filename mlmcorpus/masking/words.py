@@ -25,11 +25,25 @@ from mlmcorpus.config import MaskConfig
 from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
 from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, wanted_predictions
 
-__all__ = ["WholeWordMasking", "NgramMasking", "SpanMasking", "word_groups", "group_length_pmf", "choose_groups", "mask_words"]
+__all__ = ["WholeWordMasking", "NgramMasking", "SpanMasking", "word_index", "word_groups", "group_length_pmf", "choose_groups", "mask_words"]
 
 #: Rows masked at a time: a dozen (rows, L) temporaries, which at 1024 rows stay below the token
 #: policy's peak (4096 rows cost each process 35 MB more, at the same speed).
 _CHUNK_ROWS = 1024
+
+
+def word_index(cand: np.ndarray, piece_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(word index int64[n, L] (-1 off ``cand``), words int64[n], pieces of each word int64[n, L])
+    of rows whose candidate positions are ``cand`` and whose pieces start a word where
+    ``piece_starts``; a continuation right after a non-candidate (a special) starts a word too."""
+    n, L = cand.shape
+    prev = np.zeros_like(cand)
+    prev[:, 1:] = cand[:, :-1]
+    start = cand & (piece_starts | ~prev)
+    wid = np.where(cand, np.cumsum(start, axis=1) - 1, -1)
+    words = start.sum(axis=1).astype(np.int64)
+    flat = (np.arange(n)[:, None] * L + wid)[cand]
+    return wid, words, np.bincount(flat, minlength=n * L).reshape(n, L)
 
 
 def word_groups(ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -39,14 +53,7 @@ def word_groups(ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab) -> tuple
         raise ValueError("word-level masking needs the tokenizer's word starts (MaskVocab.word_start)")
     n, L = ids.shape
     cand = (np.arange(L)[None, :] < lengths[:, None]) & ~np.isin(ids, vocab.special_ids)
-    prev = np.zeros_like(cand)
-    prev[:, 1:] = cand[:, :-1]
-    start = cand & (vocab.word_start[ids] | ~prev)  # a continuation after a special starts a word too
-    wid = np.cumsum(start, axis=1) - 1
-    wid = np.where(cand, wid, -1)
-    words = start.sum(axis=1).astype(np.int64)
-    flat = (np.arange(n)[:, None] * L + wid)[cand]
-    wlen = np.bincount(flat, minlength=n * L).reshape(n, L)
+    wid, words, wlen = word_index(cand, vocab.word_start[ids])
     before = np.zeros((n, L + 1), dtype=np.int64)
     np.cumsum(wlen, axis=1, out=before[:, 1:])
     return cand, wid, words, before

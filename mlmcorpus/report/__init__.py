@@ -10,7 +10,6 @@ of the layout and the masking policy, by shard and row (:mod:`.verify`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 
@@ -126,17 +125,16 @@ def _word_starts(corpus: Corpus) -> tuple[np.ndarray | None, str]:
 
     assert corpus.manifest is not None
     tok_info = corpus.manifest.tokenizer
-    path = tok_info.get("path")
-    for candidate in ([os.path.join(corpus.out_dir, path), path] if isinstance(path, str) else []):
-        if os.path.isfile(candidate):
-            try:
-                tok = load_tokenizer(candidate, add_special_tokens=bool(tok_info.get("added_special_tokens")))
-            except MlmCorpusError as e:
-                return None, f"skipped: {e}"
-            if tok.sha256 != tok_info.get("sha256"):
-                return None, f"skipped: {candidate} is not the tokenizer the corpus was built with"
-            return tok.word_start_mask(), f"checked with {candidate}"
-    return None, "skipped: the corpus's tokenizer file was not found"
+    candidate = corpus.tokenizer_file()
+    if candidate is None:
+        return None, "skipped: the corpus's tokenizer file was not found"
+    try:
+        tok = load_tokenizer(candidate, add_special_tokens=bool(tok_info.get("added_special_tokens")))
+    except MlmCorpusError as e:
+        return None, f"skipped: {e}"
+    if tok.sha256 != tok_info.get("sha256"):
+        return None, f"skipped: {candidate} is not the tokenizer the corpus was built with"
+    return tok.word_start_mask(), f"checked with {candidate}"
 
 
 def _sparse(hist: np.ndarray) -> dict[str, int]:

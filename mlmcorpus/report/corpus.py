@@ -67,6 +67,17 @@ class Corpus:
     params: CorpusParams
     only_shard: str | None = None
 
+    def tokenizer_file(self) -> str | None:
+        """The tokenizer file the manifest names, if it is there: inside the output directory
+        first, else at the path as recorded."""
+        path = self.manifest.tokenizer.get("path") if self.manifest is not None else None
+        if not isinstance(path, str) or not path:
+            return None
+        for candidate in (os.path.join(self.out_dir, path), path):
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
 
 def _params_from_manifest(m: Manifest) -> CorpusParams:
     """What a scan checks against, from a manifest :func:`read_manifest` has bounded."""

@@ -150,17 +150,11 @@ def render_samples(corpus_path: str, n: int, shard_index: int, console: Any, tok
     corpus = open_corpus(corpus_path)
     if not 0 <= shard_index < len(corpus.shards):
         raise InputError(f"--shard {shard_index}: the corpus has {len(corpus.shards)} shard(s) (0..{len(corpus.shards) - 1})")
-    tok = None
     tok_info = corpus.manifest.tokenizer if corpus.manifest is not None else {}
-    candidates = [tokenizer_path] if tokenizer_path else []
-    if tok_info.get("path"):
-        candidates += [os.path.join(corpus.out_dir, tok_info["path"]), tok_info["path"]]
-    for c in candidates:
-        if isinstance(c, str) and os.path.isfile(c):
-            tok = load_tokenizer(c, add_special_tokens=bool(tok_info.get("added_special_tokens")))
-            break
-    if tok is None:
+    found = tokenizer_path if tokenizer_path and os.path.isfile(tokenizer_path) else corpus.tokenizer_file()
+    if found is None:
         raise InputError("cannot find the corpus's tokenizer; pass --tokenizer PATH to decode samples")
+    tok = load_tokenizer(found, add_special_tokens=bool(tok_info.get("added_special_tokens")))
     if tok_info.get("sha256") and tok.sha256 != tok_info.get("sha256"):
         raise InputError(f"{tok.path}: not the tokenizer this corpus was built with (sha256 differs from the manifest)")
     if corpus.params.vocab_size is not None and tok.vocab_size < corpus.params.vocab_size:

@@ -16,6 +16,7 @@ import numpy as np
 from mlmcorpus import outdir
 from mlmcorpus.formats.base import ShardFormat
 from mlmcorpus.hashing import sha256_file as _sha256
+from mlmcorpus.manifest import object_or_empty
 from mlmcorpus.report.corpus import Corpus, CorpusParams
 
 if TYPE_CHECKING:
@@ -145,15 +146,12 @@ def _unfilled(candidate: np.ndarray, ws: np.ndarray, masked: np.ndarray, shortfa
     """Rows where the word-level greedy stopped early: an unmasked word no longer than the
     shortfall, with no masked word among the next ``max_group - 1`` (which could have made its
     group overlap).  Every word is tried as a group start, shortened to fit, so none exists."""
+    from mlmcorpus.masking.words import word_index
+
     n, L = candidate.shape
-    prev = np.zeros_like(candidate)
-    prev[:, 1:] = candidate[:, :-1]
-    start = candidate & (ws | ~prev)
-    wid = np.where(candidate, np.cumsum(start, axis=1) - 1, -1)
+    wid, words, size = word_index(candidate, ws)
     flat = (np.arange(n)[:, None] * L + wid)[candidate]
-    size = np.bincount(flat, minlength=n * L).reshape(n, L)
     taken = np.bincount(flat, weights=masked[candidate], minlength=n * L).reshape(n, L) > 0
-    words = start.sum(axis=1)
     fits = (np.arange(L)[None, :] < words[:, None]) & ~taken & (size <= shortfall[:, None])
     near = np.zeros_like(fits)
     for j in range(1, min(max_group, L)):
@@ -202,11 +200,6 @@ def expected_kinds(p: CorpusParams) -> list[float]:
     return [r_mask, r_random * (1 - q), r_keep + r_random * q]
 
 
-def _dict(x: object) -> dict:
-    """``x`` when the (untrusted) manifest has an object there, else an empty one."""
-    return x if isinstance(x, dict) else {}
-
-
 def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings: list[str], problems: dict) -> None:
     """Stray files and the manifest's totals and stats against what the shards hold."""
 
@@ -222,8 +215,8 @@ def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings
     m = corpus.manifest
     totals = m.totals
     stats = m.stats
-    nsp = _dict(stats.get("nsp"))
-    masked = _dict(stats.get("masked_positions"))
+    nsp = object_or_empty(stats.get("nsp"))
+    masked = object_or_empty(stats.get("masked_positions"))
     kinds = merged["kinds"]
     found = {
         ("totals", "shards"): len(scans),
@@ -246,14 +239,9 @@ def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings
             fail("manifest", f"manifest.json: {section}.{key} is missing")
         elif claimed != value:
             fail("manifest", f"manifest.json: {section}.{key} is {claimed}, the shards hold {value}")
-    tok = m.tokenizer
-    path = tok.get("path")
-    if isinstance(path, str):
-        for candidate in (os.path.join(corpus.out_dir, path), path):
-            if os.path.isfile(candidate):
-                if _sha256(candidate) != tok.get("sha256"):
-                    fail("tokenizer", f"{candidate}: the tokenizer file differs from the one the corpus was built with (sha256)")
-                break
+    candidate = corpus.tokenizer_file()
+    if candidate is not None and _sha256(candidate) != m.tokenizer.get("sha256"):
+        fail("tokenizer", f"{candidate}: the tokenizer file differs from the one the corpus was built with (sha256)")
 
 
 def _sop_balance(corpus: Corpus, merged: dict, findings: list[str], problems: dict[str, int]) -> None:
@@ -262,7 +250,7 @@ def _sop_balance(corpus: Corpus, merged: dict, findings: list[str], problems: di
     assert corpus.manifest is not None
     from mlmcorpus.tasks.nsp import SOP_ONE_SEGMENT
 
-    one = int(_dict(corpus.manifest.stats.get("counts")).get(SOP_ONE_SEGMENT, 0))
+    one = int(object_or_empty(corpus.manifest.stats.get("counts")).get(SOP_ONE_SEGMENT, 0))
     n = int(merged["nsp"].sum()) - one
     swapped = int(merged["nsp"][1]) - one
     if n <= 0:

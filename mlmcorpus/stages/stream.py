@@ -26,7 +26,7 @@ from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.units import MaskedUnit, PairedUnit, PairStats, SegmentedUnit
 from mlmcorpus.readers import ReadStats
 from mlmcorpus.formats.arrow import empty_batch, from_numpy, numeric_values, to_arrow, to_numpy
-from mlmcorpus.schema import COMPACT, RowLayout, segments_schema
+from mlmcorpus.schema import RowLayout, segments_schema
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 

@@ -7,6 +7,7 @@ Library errors (:class:`~mlmcorpus.errors.MlmCorpusError`) become a one-line
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -446,10 +447,15 @@ def _build_summary(manifest: Manifest, out_dir: str, seconds: float) -> str:
 @output_options
 @seed_option
 @workers_option
+@click.option("--compat", type=click.Choice(["none", "google"]), default="none", show_default=True,
+              help="google: the instances of Google's create_pretraining_data.py, one for one and in its order, "
+                   "from the BERT layout and a vocab.txt; options left unset take its defaults (--dupe-factor 10, "
+                   "--max-predictions-per-seq 20, --lowercase). Holds the corpus in memory and runs in one "
+                   "process, as the reference does; reader options do not apply (lines are read as they are).")
 @reader_options
 @quiet_option
 def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, seed: int, workers: int | None,
-          quiet: bool, **kw: Any) -> None:
+          quiet: bool, compat: str, **kw: Any) -> None:
     """Build a masked-LM pretraining corpus: text in, trainer-ready shards out.
 
     Reads SOURCES, tokenises with --tokenizer (or trains a sentencepiece
@@ -464,6 +470,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
         mlmcorpus build sample_data/ -o out/ --vocab-size 8000
         mlmcorpus build wiki.jsonl.gz -o wiki/ --tokenizer bert-base-uncased_vocab.txt --dupe-factor 5
         mlmcorpus build books/ -o books/ --input-format text --doc-boundary file --format numpy
+        mlmcorpus build wiki.txt -o wiki/ --tokenizer vocab.txt --compat google --seed 12345
     """
     from mlmcorpus.config import BuildConfig
     from mlmcorpus.engines.local import default_workers
@@ -472,11 +479,14 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
     _tune_gc()
 
     setup_logging(quiet)
+    if compat == "google":
+        _reference_defaults(kw, workers)
     reader = _reader_config(kw)
-    spec = _tokenizer_spec(tokenizer_path, kw)
+    spec = _tokenizer_spec(tokenizer_path, kw, check=compat == "none")
     train = _train_config(kw, seed)
     pairs, units = _pair_unit_configs(kw)
-    config = BuildConfig(pairs=pairs, mask=_mask_config(kw), units=units, output=_output_config(kw), seed=seed)
+    config = BuildConfig(pairs=pairs, mask=_mask_config(kw), units=units, output=_output_config(kw), seed=seed,
+                         compat=compat)
     srcs = resolve_sources(sources, reader.input_format)
     if spec is None and any(s.path == "-" for s in srcs):
         raise ConfigError("training a tokenizer needs files, not stdin: pass --tokenizer or file paths")
@@ -496,6 +506,22 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
         )
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
+
+
+def _reference_defaults(kw: dict, workers: int | None) -> None:
+    """``--compat google``: options left at mlmcorpus' defaults take the reference's instead, and
+    the shuffle is the reference's own."""
+    from mlmcorpus.compat.google import REFERENCE_DEFAULTS
+
+    ctx = click.get_current_context()
+    for name, value in REFERENCE_DEFAULTS.items():
+        if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
+            kw[name] = value
+    if ctx.get_parameter_source("shuffle") == click.core.ParameterSource.COMMANDLINE and kw["shuffle"]:
+        raise ConfigError("--compat google: rows come in the reference's own shuffled order; --shuffle does not apply")
+    kw["shuffle"] = False
+    if workers is not None and workers > 1:
+        logging.getLogger("mlmcorpus").warning("--compat google runs in one process, as the reference; --workers %d is not used", workers)
 
 
 def _refuse_terminal_stdout(command: str) -> None:

@@ -188,8 +188,14 @@ class BuildConfig:
     units: UnitConfig = field(default_factory=UnitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = DEFAULT_SEED
+    #: ``google``: reproduce ``create_pretraining_data.py`` exactly (:mod:`mlmcorpus.compat`).
+    compat: str = "none"
 
     def __post_init__(self) -> None:
+        from mlmcorpus import compat
+
+        if self.compat not in compat.NAMES:
+            raise ConfigError(f"--compat: expected one of {', '.join(compat.NAMES)}, got {self.compat!r}")
         # A build records the cap it used, never "default": resolve it against the row length.
         if self.mask.max_predictions_per_seq is None:
             resolved = replace(self.mask, max_predictions_per_seq=self.mask.predictions_for(self.pairs.max_seq_length))
@@ -221,4 +227,5 @@ class BuildConfig:
             units=UnitConfig(**section(UnitConfig, d["units"])),
             output=OutputConfig(**section(OutputConfig, d["output"])),
             seed=int(d["seed"]),
+            compat=str(d.get("compat", "none")),
         )

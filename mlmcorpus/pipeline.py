@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import BuildConfig, default_max_predictions
 from mlmcorpus.engines import Engine, LocalPool
-from mlmcorpus.errors import InputError, OutputError, TokenizerError
+from mlmcorpus.errors import ConfigError, InputError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
@@ -285,8 +285,16 @@ def build(
     Returns the manifest.  ``on_progress(n)`` gets raw input bytes consumed,
     ``on_unit`` each finished unit, ``on_phase`` a short name when a phase starts.
     ``engine(workers, warm)`` makes the engine that runs the units (default: the local
-    process pool); the output does not depend on it.
+    process pool); the output does not depend on it.  With ``config.compat == "google"`` the
+    build is :func:`mlmcorpus.compat.google.build` (one process; ``workers`` and ``engine`` unused).
     """
+    if config.compat == "google":
+        from mlmcorpus.compat import google
+
+        if tokenizer is None:
+            raise ConfigError("--compat google: pass the reference's vocab.txt as --tokenizer (it trains none)")
+        return google.build(sources, out_dir, config=config, tokenizer=tokenizer, overwrite=overwrite,
+                            on_progress=on_progress, on_unit=on_unit, on_phase=on_phase)
     outdir.prepare(out_dir, overwrite)
     trained = tokenizer is None
     if tokenizer is None:

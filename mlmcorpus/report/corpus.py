@@ -40,6 +40,9 @@ class CorpusParams:
     masked: bool = True  # False: --masking none, rows with a special_tokens_mask instead
     #: bool[vocab]: the tokenizer's word starts, when a word-level policy's words are to be checked.
     word_start: np.ndarray | None = None
+    #: ``google``: built by ``--compat google``, whose random replacements draw from the whole
+    #: vocabulary ([CLS], [SEP], [PAD], [MASK] included) and whose words run on across a [SEP].
+    compat: str = "none"
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -100,6 +103,7 @@ def _params_from_manifest(m: Manifest) -> CorpusParams:
         label=m.layout.label,
         packing=c.pairs.packing if m.layout.label is None else None,
         masked=m.layout.masked,
+        compat=c.compat,
     )
 
 

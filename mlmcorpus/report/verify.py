@@ -91,8 +91,10 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
         layout = (cols == 0) | (cols == last[:, None]) | seps
     else:
         layout = (cols == 0) | (cols == first_sep[:, None]) | (cols == last[:, None])
+    # (--compat google: a random replacement may be any id, these three included.)
+    replaced = masked if p.compat == "google" else np.zeros_like(masked)
     scan.fail("input_ids", "[CLS], [SEP] or [PAD] inside the text",
-              rows_where((inside & ~layout & np.isin(ids, [p.cls, p.sep, p.pad])).any(axis=1)), offset)
+              rows_where((inside & ~layout & ~replaced & np.isin(ids, [p.cls, p.sep, p.pad])).any(axis=1)), offset)
     scan.fail("input_ids", "[MASK] at a position that is not masked", rows_where((~masked & (ids == p.mask)).any(axis=1)), offset)
     scan.fail("input_ids", "a layout token ([CLS]/[SEP]) was replaced", rows_where((layout & inside & (ids != original)).any(axis=1)), offset)
     if packed:
@@ -120,12 +122,18 @@ def check_rows(scan: ShardScan, b: dict[str, np.ndarray], r: Rows, p: CorpusPara
                   rows_where(k > predicted), offset)
         if p.word_start is not None:
             ws = p.word_start[np.clip(original, 0, len(p.word_start) - 1)]
+            budget_rows = np.ones(n, dtype=bool)
+            if p.compat == "google" and p.label is not None:
+                # The reference's do_whole_word_mask adds a B that starts with a continuation piece
+                # to A's last word, across the [SEP]: such rows' groups are not the words seen here.
+                b_first = np.clip(first_sep + 1, 0, L - 1)
+                budget_rows = ws[rows, b_first] | (b_first >= lengths - 1)
             # Two neighbouring pieces of one word are masked together or not at all.
             same_word = candidate[:, 1:] & candidate[:, :-1] & ~ws[:, 1:]
             scan.fail("words", f"a word is partly masked ({p.masking} masking keeps words whole)",
                       rows_where((same_word & (masked[:, 1:] != masked[:, :-1])).any(axis=1)), offset)
             scan.fail("budget", f"a word that fits the unfilled budget was left unmasked ({p.masking} masking "
-                                "tries every word)", rows_where(_unfilled(candidate, ws, masked, predicted - k, p.max_group)),
+                                "tries every word)", rows_where(budget_rows & _unfilled(candidate, ws, masked, predicted - k, p.max_group)),
                       offset)
     # Positions and ids: the masked positions in ascending order, then zeros.
     P = p.max_predictions
@@ -196,6 +204,9 @@ def expected_kinds(p: CorpusParams) -> list[float]:
     """P([MASK]), P(random), P(unchanged) as seen in the data: a random draw equal to the
     original token looks unchanged (about 1 / vocabulary size of the random share)."""
     r_mask, r_random, r_keep = p.mask_ratios
+    if p.compat == "google":  # drawn from the whole vocabulary: [MASK] itself too
+        q = 1.0 / max(p.vocab_size or 30000, 1)
+        return [r_mask + r_random * q, r_random * (1 - 2 * q), r_keep + r_random * q]
     q = 1.0 / max((p.vocab_size or 30000) - 5, 1)
     return [r_mask, r_random * (1 - q), r_keep + r_random * q]
 
@@ -227,10 +238,11 @@ def corpus_checks(corpus: Corpus, scans: list[ShardScan], merged: dict, findings
         ("stats.nsp", "random_next"): int(merged["nsp"][1]),
         ("stats.nsp", "actual_next"): int(merged["nsp"][0]),
         ("stats.masked_positions", "total"): int(kinds.sum()),
-        ("stats.masked_positions", "mask"): int(kinds[0]),
-        # A random draw can hit the original token and then looks unchanged: compare the sum.
-        ("stats.masked_positions", "random+keep"): int(kinds[1] + kinds[2]),
     }
+    if corpus.params.compat != "google":  # (there a random draw may be [MASK] and look masked)
+        # A random draw can hit the original token and then looks unchanged: compare the sum.
+        found[("stats.masked_positions", "mask")] = int(kinds[0])
+        found[("stats.masked_positions", "random+keep")] = int(kinds[1] + kinds[2])
     sections = {"totals": totals, "stats": stats, "stats.nsp": nsp, "stats.masked_positions": masked}
     for (section, key), value in found.items():
         d = sections[section]

@@ -20,7 +20,8 @@ class HFTokenizer(Tokenizer):
     """A WordPiece ``vocab.txt`` or a Hugging Face ``tokenizer.json`` via ``tokenizers``."""
 
     def __init__(
-        self, path: str, kind: str, lowercase: bool | None = None, add_special_tokens: bool = False, threads: int | None = None
+        self, path: str, kind: str, lowercase: bool | None = None, add_special_tokens: bool = False, threads: int | None = None,
+        max_chars_per_word: int = 100,
     ):
         # threads: 1 = encode on this thread only (a worker process must not start a thread pool of
         # its own on top of the other workers); None or more = the library's pool over all cores.
@@ -35,6 +36,7 @@ class HFTokenizer(Tokenizer):
             ) from None
         self.kind = kind
         self.lowercase: bool | None = None
+        self.max_chars_per_word = max_chars_per_word
         if kind == "wordpiece":
             vocab = _read_vocab_txt(path)
             if "[UNK]" not in vocab:
@@ -44,7 +46,8 @@ class HFTokenizer(Tokenizer):
                 # (they do hold a few symbols such as U+211D that str.isupper() counts as upper case).
                 lowercase = not any(_HAS_ASCII_UPPER.search(w) for w in vocab if not w.startswith("["))
             self.lowercase = lowercase
-            tok = HFTok(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+            # Longer words are one [UNK]: 100 as Hugging Face's BERT tokenizers, Google's own takes 200.
+            tok = HFTok(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=max_chars_per_word))
             tok.normalizer = normalizers.BertNormalizer(
                 clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
             )
@@ -117,6 +120,8 @@ class HFTokenizer(Tokenizer):
         out = super().info()
         if self.lowercase is not None:
             out["lowercase"] = self.lowercase
+        if self.kind == "wordpiece" and self.max_chars_per_word != 100:
+            out["max_chars_per_word"] = self.max_chars_per_word
         return out
 
 

@@ -163,6 +163,11 @@ def all_contenders(pair_task_none: bool) -> list[Contender]:
                 extra=("--masking", policy), variant=f"--masking {policy}",
             )
         )
+    # Google-exact mode, on the reference's own input (the BERT layout); one process, as the reference.
+    cs.append(
+        Contender("wiki.build.wp.d5.compat", "build", "wiki", "wp", dupe=5, workers=1, extra=("--compat", "google"),
+                  variant="--compat google")
+    )
     # Hugging Face comparison: en_wikipedia, dupe 1, WordPiece.
     cs.append(Contender("wiki.build.wp.d1.w2", "build", "wiki", "wp", dupe=1, workers=2))
     if pair_task_none:
@@ -399,7 +404,9 @@ def command(c: Contender, inputs: Inputs, out: Path) -> tuple[list[str], dict[st
     tok = str(tokenizer_path(c, inputs))
     if c.tool == "build":
         argv = [
-            sys.executable, "-m", "mlmcorpus", "build", str(inputs.jsonl[c.corpus]), "-o", str(out),
+            # --compat google reads what the reference reads.
+            sys.executable, "-m", "mlmcorpus", "build",
+            str(inputs.layout[c.corpus] if "--compat" in c.extra else inputs.jsonl[c.corpus]), "-o", str(out),
             "--tokenizer", tok, "--dupe-factor", str(c.dupe), "--max-seq-length", str(MAX_SEQ_LENGTH),
             "--max-predictions-per-seq", str(MAX_PREDICTIONS), "--seed", str(SEED),
             "--workers", str(c.workers), *c.extra,

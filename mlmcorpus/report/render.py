@@ -83,6 +83,10 @@ def render(report: Report, console: Any) -> None:
             f"short_seq_prob {pairs.get('short_seq_prob')} · masked_lm_prob {mask.get('masked_lm_prob')} · "
             f"max_predictions {mask.get('max_predictions_per_seq')} · ratios {mask.get('mask_ratios')} · pool_docs {units.get('pool_docs')}"
         )
+        objective = f"pair task {pairs.get('task', 'nsp')} · masking {mask.get('masking', 'token')}"
+        if cfg.get("compat", "none") != "none":
+            objective += f" · compat {cfg.get('compat')} (the reference's instances, in its order)"
+        lines.append(objective)
         lines.append(
             f"tokenizer {tok.get('kind')} {tok.get('path')} · vocab {tok.get('vocab_size'):,} · sha256 {str(tok.get('sha256'))[:16]}…"
         )

@@ -224,6 +224,9 @@ def pair_options(f: Callable) -> Callable:
                      show_default=True,
                      help="--pair-task none: rows may run on into the next document, a [SEP] between them "
                           "(full-sentences), or end with each document (doc-sentences)."),
+        click.option("--word-splitter", default=None, metavar="MODULE:FUNCTION",
+                     help="Words for --masking whole-word/ngram/span from your segmenter (Chinese, Japanese): a "
+                          "function taking a sentence and returning its words (str) [default: the tokenizer's words]."),
         click.option("--pool-docs", type=click.IntRange(min=1), default=1000, show_default=True,
                      help="Documents per work unit: the pool random next sentences come from."),
         click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
@@ -239,6 +242,7 @@ def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
         dupe_factor=kw.pop("dupe_factor"),
         task=kw.pop("pair_task"),
         packing=kw.pop("packing"),
+        word_splitter=kw.pop("word_splitter"),
     )
     return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"))
 

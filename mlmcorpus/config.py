@@ -44,7 +44,8 @@ PACKINGS = ("full-sentences", "doc-sentences")
 
 @dataclass(frozen=True)
 class PairConfig:
-    """Options of the reference instance builder (Google ``create_pretraining_data.py``)."""
+    """Options of the reference instance builder (Google ``create_pretraining_data.py``), and how
+    the text is cut into words (``word_splitter``: what `pairs` and `build` tokenise with)."""
 
     max_seq_length: int = 128
     short_seq_prob: float = 0.1
@@ -54,6 +55,10 @@ class PairConfig:
     task: str = "nsp"
     #: ``task="none"``: whether a packed row may run on into the next document (RoBERTa).
     packing: str = "full-sentences"
+    #: ``"module:function"`` giving a sentence's words (for word-level masking of text without
+    #: spaces); None: the tokenizer's words.  Only named here: it is imported where it runs
+    #: (:mod:`mlmcorpus.word_splitter`), never when a manifest or a stream header is read.
+    word_splitter: str | None = None
 
     def __post_init__(self) -> None:
         from mlmcorpus import tasks
@@ -62,6 +67,10 @@ class PairConfig:
             raise ConfigError(f"--pair-task: expected one of {', '.join(tasks.NAMES)}, got {self.task!r}")
         if self.packing not in PACKINGS:
             raise ConfigError(f"--packing: expected one of {', '.join(PACKINGS)}, got {self.packing!r}")
+        if self.word_splitter is not None:
+            from mlmcorpus.word_splitter import check_word_splitter_name
+
+            check_word_splitter_name(self.word_splitter)
         if not MIN_SEQ_LENGTH <= self.max_seq_length <= MAX_SEQ_LENGTH:
             raise ConfigError(
                 f"--max-seq-length: must be between {MIN_SEQ_LENGTH} and {MAX_SEQ_LENGTH}, got {self.max_seq_length}"

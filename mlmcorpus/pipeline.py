@@ -28,7 +28,7 @@ from mlmcorpus.errors import ConfigError, InputError, OutputError, TokenizerErro
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import CAPPED_ROWS, check_tokenizer, pair_unit, unit_rows
+from mlmcorpus.objective import CAPPED_ROWS, carries_word_starts, check_tokenizer, pair_unit, unit_rows
 from mlmcorpus.schema import RowLayout
 from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sentences
 from mlmcorpus.runtime import release_memory
@@ -36,6 +36,7 @@ from mlmcorpus.segments import segment_unit
 from mlmcorpus.shuffle import TwoStageShuffle, scatter
 from mlmcorpus.tokenizers import Tokenizer, TokenizerSpec, TrainConfig, train_tokenizer
 from mlmcorpus.units import BuildStats, MaskedUnit, PairedUnit, SegmentedUnit, Unit, iter_units
+from mlmcorpus.word_splitter import load_word_splitter
 
 log = logging.getLogger("mlmcorpus")
 
@@ -61,13 +62,15 @@ class UnitJob:
     """The whole per-unit job of a build: pair, mask and, with ``spill_dir``, the shuffle's stage 1.
 
     Picklable and self-contained (``tokenizer_sha256`` pins the file), so any engine can run
-    it anywhere.
+    it anywhere.  ``word_starts``: the rows carry per-piece word starts
+    (:func:`~mlmcorpus.objective.carries_word_starts`).
     """
 
     tokenizer: TokenizerSpec
     tokenizer_sha256: str
     config: BuildConfig
     spill_dir: str | None = None
+    word_starts: bool = False
 
     def warm(self) -> None:
         """Load the tokenizer before the first unit (an engine's per-process start)."""
@@ -76,7 +79,7 @@ class UnitJob:
     def __call__(self, unit: Unit) -> MaskedUnit:
         tok, vocab = _loaded(self.tokenizer, self.tokenizer_sha256)
         config = self.config
-        masked = unit_rows(unit, tok, vocab, config)
+        masked = unit_rows(unit, tok, vocab, config, self.word_starts)
         if self.spill_dir is not None and masked.columns is not None:
             # Scatter here rather than in the parent: the rows never cross the process boundary.
             o = config.output
@@ -90,6 +93,7 @@ class _StageJob:
     tokenizer: TokenizerSpec
     tokenizer_sha256: str
     config: BuildConfig
+    word_starts: bool = False
 
     def warm(self) -> None:
         _loaded(self.tokenizer, self.tokenizer_sha256)
@@ -102,14 +106,14 @@ class SegmentJob(_StageJob):
     """The `pairs` stage's per-unit job when the seed is left to `mask`: tokenised segments only."""
 
     def __call__(self, unit: Unit) -> SegmentedUnit:
-        return segment_unit(unit, self._tokenizer(), self.config)
+        return segment_unit(unit, self._tokenizer(), self.config, self.word_starts)
 
 
 class PairJob(_StageJob):
     """The `pairs --seed S` stage's per-unit job: unmasked NSP pairs."""
 
     def __call__(self, unit: Unit) -> PairedUnit:
-        return pair_unit(unit, self._tokenizer(), self.config)
+        return pair_unit(unit, self._tokenizer(), self.config, self.word_starts)
 
 
 # Rows a stage-2 task gathers at a time (about 6 MB of compact rows at seq 128).
@@ -309,13 +313,15 @@ def build(
         tokenizer = TokenizerSpec(trained_tok.path)
     tok = tokenizer.load()
     check_tokenizer(tok, config)
+    if config.pairs.word_splitter is not None:
+        load_word_splitter(config.pairs.word_splitter)  # a hook that cannot load fails before any work
     formats.get(config.output.format)  # imported before the workers fork, not in each of them
     stats = BuildStats()
     if on_phase:
         on_phase("building")
     spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
 
-    job = UnitJob(tokenizer, tok.sha256, config, spill_dir)
+    job = UnitJob(tokenizer, tok.sha256, config, spill_dir, carries_word_starts(tok, config, config.mask.masking))
     with engine(workers, job.warm) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None

@@ -32,6 +32,7 @@ __all__ = [
     "token_type_ids",
     "attention_mask",
     "segments_schema",
+    "WORD_STARTS",
 ]
 
 #: The version of the shard layout (columns, dtypes, manifest) a reader must understand.
@@ -61,6 +62,9 @@ def column_names(label: str | None = PAIR_LABELS[0], masked: bool = True) -> tup
         "masked_lm_ids",  # ids[P], 0-padded
     )
 
+
+#: The stage streams' column of per-piece word starts (only when rows carry them; never in shards).
+WORD_STARTS = "word_starts"
 
 #: The columns of a default (NSP) shard.
 COLUMNS = column_names()
@@ -221,17 +225,21 @@ class RowLayout:
         """The `mask` stage's stream: the compact columns (`write` expands them)."""
         return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.compact_types().items()])
 
-    def paired_types(self) -> dict[str, ColumnType]:
-        """The `pairs` stage's unmasked rows (int32 ids: the vocabulary is not narrowed yet)."""
-        return {
+    def paired_types(self, word_starts: bool = False) -> dict[str, ColumnType]:
+        """The `pairs` stage's unmasked rows (int32 ids: the vocabulary is not narrowed yet), and
+        with ``word_starts`` which positions start a word (int8[L], 0/1)."""
+        types = {
             "input_ids": ColumnType(_I32, self.max_seq_length),
             "lengths": ColumnType(_I32, 0),
             "a_len": ColumnType(_I32, 0),
             "next_sentence_label": ColumnType(_I8, 0),
         }
+        if word_starts:
+            types[WORD_STARTS] = ColumnType(_I8, self.max_seq_length)
+        return types
 
-    def paired_stream_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.paired_types().items()])
+    def paired_stream_schema(self, word_starts: bool = False) -> pa.Schema:
+        return pa.schema([pa.field(name, t.arrow(), nullable=False) for name, t in self.paired_types(word_starts).items()])
 
 
 def row_count(columns: dict[str, np.ndarray]) -> int:
@@ -239,9 +247,13 @@ def row_count(columns: dict[str, np.ndarray]) -> int:
     return len(next(iter(columns.values()))) if columns else 0
 
 
-def segments_schema() -> pa.Schema:
-    """The `pairs` stage's stream when the seed is left to `mask`: token ids per segment, and its document."""
-    return pa.schema([pa.field("ids", pa.list_(pa.int32()), nullable=False), pa.field("doc", pa.int32(), nullable=False)])
+def segments_schema(word_starts: bool = False) -> pa.Schema:
+    """The `pairs` stage's stream when the seed is left to `mask`: token ids per segment, and its
+    document; with ``word_starts``, which of the segment's pieces start a word (0/1)."""
+    fields = [pa.field("ids", pa.list_(pa.int32()), nullable=False), pa.field("doc", pa.int32(), nullable=False)]
+    if word_starts:
+        fields.append(pa.field(WORD_STARTS, pa.list_(pa.int8()), nullable=False))
+    return pa.schema(fields)
 
 
 def labels_at(positions: np.ndarray, ids: np.ndarray, valid: np.ndarray, max_seq_length: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from mlmcorpus.config import BuildConfig
 from mlmcorpus.tokenizers import EncodedBatch, Tokenizer
 from mlmcorpus.units import PairStats, SegmentedUnit, Unit
+from mlmcorpus.word_splitter import encode_with_words
 
 __all__ = ["Segments", "split_segments", "segment_unit"]
 
@@ -27,7 +28,8 @@ class Segments:
     """Segments of a unit: ``ids[start[k]:start[k] + length[k]]``; document d owns ``doc_lo[d]:doc_hi[d]``.
 
     ``ids``: int32[total]; ``start``/``length``: int64[n_segments]; only
-    documents with at least one segment are kept.
+    documents with at least one segment are kept.  ``word_starts`` (bool[total], beside
+    ``ids``) when the rows must carry per-piece word starts (see ``segment_unit``).
     """
 
     ids: np.ndarray
@@ -35,6 +37,7 @@ class Segments:
     length: np.ndarray
     doc_lo: np.ndarray
     doc_hi: np.ndarray
+    word_starts: np.ndarray | None = None
 
     @property
     def num_docs(self) -> int:
@@ -74,16 +77,27 @@ def split_segments(
     stats.documents += int(np.count_nonzero(nonempty))
     stats.sentences += int(np.count_nonzero(lengths))
     stats.tokens += int(lengths.sum())
-    return Segments(batch.ids, start, end - start, seg_doc_lo[nonempty], seg_doc_hi[nonempty])
+    return Segments(batch.ids, start, end - start, seg_doc_lo[nonempty], seg_doc_hi[nonempty], batch.word_starts)
 
 
 
-def segment_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig) -> SegmentedUnit:
-    """Tokenise a unit's sentences in one batch and cut them into segments."""
+def segment_unit(unit: Unit, tokenizer: Tokenizer, config: BuildConfig, word_starts: bool = False) -> SegmentedUnit:
+    """Tokenise a unit's sentences in one batch and cut them into segments.
+
+    ``word_starts``: the segments carry which pieces start a word (by ``--word-splitter``
+    when set, else by the tokenizer), for word-level masking where the vocabulary cannot tell
+    (:func:`mlmcorpus.objective.carries_word_starts`).
+    """
     sentences = [s for doc in unit.documents for s in doc]
     doc_offsets = np.zeros(len(unit.documents) + 1, dtype=np.int64)
     np.cumsum([len(doc) for doc in unit.documents], out=doc_offsets[1:])
-    batch = tokenizer.encode_batch(sentences)
+    splitter = config.pairs.word_splitter
+    if not word_starts:
+        batch = tokenizer.encode_batch(sentences)
+    elif splitter is not None:
+        batch = encode_with_words(tokenizer, sentences, splitter)
+    else:
+        batch = tokenizer.encode_batch(sentences, word_starts=True)
     stats = PairStats()
     if unit.split_parts:
         stats.counts["long_documents_split"] += unit.split_parts

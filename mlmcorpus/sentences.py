@@ -40,7 +40,7 @@ import importlib
 import re
 from typing import Final, Protocol, cast
 
-__all__ = ["SPLITTERS", "Splitter", "get_splitter", "is_abbreviation", "split_none", "split_rules"]
+__all__ = ["SPLITTERS", "Splitter", "get_splitter", "load_callable", "is_abbreviation", "split_none", "split_rules"]
 
 
 class Splitter(Protocol):
@@ -426,6 +426,34 @@ def _choices() -> str:
     return ", ".join(repr(name) for name in SPLITTERS) + " or 'module.path:callable'"
 
 
+def load_callable(name: str, what: str, hint: str = "") -> object:
+    """Import the callable ``"module.path:attr.path"`` that a plug-in option names.
+
+    ``what`` names the option's role in messages (``"sentence splitter"``), ``hint`` ends them.
+    The sentence splitter and the word splitter (:mod:`mlmcorpus.word_splitter`) resolve their
+    plug-ins here, so both fail the same way.
+
+    Raises:
+        ValueError: one line naming the bad value (a CLI shows it as is).
+    """
+    module_name, _, attr_path = name.partition(":")
+    if not module_name or not attr_path:
+        raise ValueError(f"bad {what} {name!r}: expected 'module.path:callable'{hint}")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except Exception as exc:  # the plugin may fail in any way while importing
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ValueError(f"cannot import module {module_name!r} of {what} {name!r} ({reason}){hint}") from exc
+    for attr in attr_path.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError as exc:
+            raise ValueError(f"{what} {name!r}: {module_name!r} has no attribute {attr_path!r}{hint}") from exc
+    if not callable(obj):
+        raise ValueError(f"{what} {name!r} is not callable{hint}")
+    return obj
+
+
 def get_splitter(name: str) -> Splitter:
     """Resolve a splitter name from configuration or the command line.
 
@@ -442,23 +470,5 @@ def get_splitter(name: str) -> Splitter:
         return builtin
     if not isinstance(name, str) or ":" not in name:
         raise ValueError(f"unknown sentence splitter {name!r}; choose {_choices()}")
-    module_name, _, attr_path = name.partition(":")
-    if not module_name or not attr_path:
-        raise ValueError(f"bad sentence splitter {name!r}: expected 'module.path:callable'; choose {_choices()}")
-    try:
-        obj: object = importlib.import_module(module_name)
-    except Exception as exc:  # the plugin may fail in any way while importing
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise ValueError(
-            f"cannot import module {module_name!r} of sentence splitter {name!r} ({reason}); choose {_choices()}"
-        ) from exc
-    for attr in attr_path.split("."):
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError as exc:
-            raise ValueError(
-                f"sentence splitter {name!r}: {module_name!r} has no attribute {attr_path!r}; choose {_choices()}"
-            ) from exc
-    if not callable(obj):
-        raise ValueError(f"sentence splitter {name!r} is not callable; choose {_choices()}")
+    obj = load_callable(name, "sentence splitter", f"; choose {_choices()}")
     return cast(Splitter, obj)

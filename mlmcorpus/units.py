@@ -127,7 +127,8 @@ class PairStats:
 class PairedUnit:
     """Unmasked rows of one unit, shuffled.
 
-    ``input_ids`` int32[n, L]; ``lengths``/``a_len`` int64[n]; ``next_sentence_label`` int8[n].
+    ``input_ids`` int32[n, L]; ``lengths``/``a_len`` int64[n]; ``next_sentence_label`` int8[n];
+    ``word_starts`` bool[n, L] (which positions start a word) when the segments carried them.
     """
 
     unit_id: int
@@ -136,6 +137,7 @@ class PairedUnit:
     a_len: np.ndarray
     next_sentence_label: np.ndarray
     stats: PairStats
+    word_starts: np.ndarray | None = None
 
 
 @dataclass

@@ -145,7 +145,8 @@ def test_parquet_schema_and_names(built):
 def test_manifest_matches_the_files(built, spm_model):
     out, m = built
     assert m["format_version"] == 1 and m["seed"] == 12345
-    assert m["config"]["pairs"] == {"max_seq_length": 128, "short_seq_prob": 0.1, "dupe_factor": 1, "random_next_prob": 0.5, "task": "nsp", "packing": "full-sentences"}
+    assert m["config"]["pairs"] == {"max_seq_length": 128, "short_seq_prob": 0.1, "dupe_factor": 1, "random_next_prob": 0.5, "task": "nsp", "packing": "full-sentences",
+                                     "word_splitter": None}
     assert m["config"]["mask"]["masking"] == "token"
     assert m["config"]["units"]["pool_docs"] == 25
     assert m["tokenizer"]["sha256"] == hashlib.sha256(Path(spm_model).read_bytes()).hexdigest()

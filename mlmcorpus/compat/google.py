@@ -69,6 +69,8 @@ def check_config(config: BuildConfig, sources: list[Source]) -> None:
     p, m, o = config.pairs, config.mask, config.output
     if p.task != "nsp":
         raise ConfigError(f"--compat google: the reference builds NSP pairs only, not --pair-task {p.task}")
+    if p.word_splitter is not None:
+        raise ConfigError("--compat google: the reference's words are its WordPiece ## pieces (no --word-splitter)")
     if m.masking not in ("token", "whole-word"):
         raise ConfigError(f"--compat google: the reference masks tokens or whole words (do_whole_word_mask), "
                           f"not --masking {m.masking}")

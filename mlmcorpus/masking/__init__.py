@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NAMES",
+    "WORD_LEVEL",
     "get",
     "MaskingPolicy",
     "MaskedBatch",
@@ -42,6 +43,8 @@ _REGISTRY: Registry[MaskingPolicy] = Registry(
     ConfigError,
 )
 NAMES = _REGISTRY.names
+#: The policies that mask whole words (and so need to know where words start).
+WORD_LEVEL = ("whole-word", "ngram", "span")
 _EXPORTS = {
     "mlmcorpus.masking.base": ("MaskedBatch", "MaskingPolicy", "MaskVocab"),
     "mlmcorpus.masking.tokens": ("KIND_KEEP", "KIND_MASK", "KIND_RANDOM", "mask_batch", "num_to_predict"),

@@ -70,5 +70,11 @@ class MaskingPolicy(ABC):
     masks: bool = True
 
     @abstractmethod
-    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:
-        """Mask ``input_ids`` (int[n, L], padded; a copy) of rows ``lengths`` tokens long."""
+    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig,
+             rng: np.random.Generator, word_starts: np.ndarray | None = None) -> MaskedBatch:
+        """Mask ``input_ids`` (int[n, L], padded; a copy) of rows ``lengths`` tokens long.
+
+        ``word_starts`` (bool[n, L]): which positions start a word, when the rows carry them
+        (a tokenizer.json's pre-tokenizer, a ``--word-splitter``); else word-level policies
+        look pieces up in ``vocab.word_start``.
+        """

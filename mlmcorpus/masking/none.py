@@ -19,7 +19,8 @@ class NoMasking(MaskingPolicy):
     name = "none"
     masks = False
 
-    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:
+    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig,
+             rng: np.random.Generator, word_starts: np.ndarray | None = None) -> MaskedBatch:
         n, L = input_ids.shape
         special = (np.arange(L)[None, :] >= lengths[:, None]) | np.isin(input_ids, vocab.special_ids)
         empty = np.zeros((n, 0), dtype=np.int32)

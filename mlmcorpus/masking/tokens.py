@@ -111,5 +111,6 @@ class TokenMasking(MaskingPolicy):
 
     name = "token"
 
-    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:
+    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig,
+             rng: np.random.Generator, word_starts: np.ndarray | None = None) -> MaskedBatch:
         return mask_batch(input_ids, lengths, vocab.special_ids, vocab.mask_id, vocab.random_ids, config, rng)

@@ -1,8 +1,9 @@
 """Word-level masking: whole words (Google), n-grams of words (ALBERT), spans of words (SpanBERT).
 
 A *word* is a piece that starts a word followed by its continuation pieces (WordPiece
-``##``, sentencepiece pieces without ``▁``; see ``Tokenizer.word_start_mask``); specials
-are never part of one.  Each row has the budget of token masking,
+``##``, sentencepiece pieces without ``▁``; see ``Tokenizer.word_start_mask``), or by the
+per-position ``word_starts`` rows carry (a tokenizer.json's pre-tokenizer words, a
+``--word-splitter``); specials are never part of one.  Each row has the budget of token masking,
 ``k = min(max_predictions_per_seq, max(1, round(length * masked_lm_prob)))`` tokens.
 Candidate groups are tried in a random order of their first word: a group is ``n``
 consecutive words (n = 1 for whole-word; p(n) ∝ 1/n on 1..max_ngram for ngram; a
@@ -46,14 +47,19 @@ def word_index(cand: np.ndarray, piece_starts: np.ndarray) -> tuple[np.ndarray, 
     return wid, words, np.bincount(flat, minlength=n * L).reshape(n, L)
 
 
-def word_groups(ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def word_groups(
+    ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, piece_starts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(candidate bool[n, L], word index int64[n, L] (-1 off candidates), words int64[n],
-    tokens before each word int64[n, L + 1]) of padded rows ``ids``."""
-    if vocab.word_start is None:
-        raise ValueError("word-level masking needs the tokenizer's word starts (MaskVocab.word_start)")
+    tokens before each word int64[n, L + 1]) of padded rows ``ids``; pieces start a word where
+    ``piece_starts`` (bool[n, L]) says, else by ``vocab.word_start``."""
+    if piece_starts is None:
+        if vocab.word_start is None:
+            raise ValueError("word-level masking needs the tokenizer's word starts (MaskVocab.word_start)")
+        piece_starts = vocab.word_start[ids]
     n, L = ids.shape
     cand = (np.arange(L)[None, :] < lengths[:, None]) & ~np.isin(ids, vocab.special_ids)
-    wid, words, wlen = word_index(cand, vocab.word_start[ids])
+    wid, words, wlen = word_index(cand, piece_starts)
     before = np.zeros((n, L + 1), dtype=np.int64)
     np.cumsum(wlen, axis=1, out=before[:, 1:])
     return cand, wid, words, before
@@ -72,9 +78,11 @@ def group_length_pmf(config: MaskConfig) -> np.ndarray:
 
 
 def mask_words(
-    input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator
+    input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator,
+    word_starts: np.ndarray | None = None,
 ) -> MaskedBatch:
-    """Mask whole words, n-grams or spans of ``input_ids`` (int[n, L], padded; a copy)."""
+    """Mask whole words, n-grams or spans of ``input_ids`` (int[n, L], padded; a copy); words
+    start where ``word_starts`` (bool[n, L]) says, else by ``vocab.word_start``."""
     n, L = input_ids.shape
     P = config.predictions_for(L)
     streams = rng.spawn(4)
@@ -86,7 +94,8 @@ def mask_words(
     pmf = group_length_pmf(config)
     for lo in range(0, n, _CHUNK_ROWS):
         hi = min(n, lo + _CHUNK_ROWS)
-        chosen, kind, _ = choose_groups(input_ids[lo:hi], lengths[lo:hi], vocab, config, P, pmf, streams)
+        starts = None if word_starts is None else word_starts[lo:hi]
+        chosen, kind, _ = choose_groups(input_ids[lo:hi], lengths[lo:hi], vocab, config, P, pmf, streams, starts)
         replacement = vocab.random_ids[streams[3].integers(0, len(vocab.random_ids), size=(hi - lo, L))]
         block = out[lo:hi]
         new = np.where(kind == KIND_MASK, vocab.mask_id, np.where(kind == KIND_RANDOM, replacement, block))
@@ -112,11 +121,12 @@ def choose_groups(
     P: int,
     pmf: np.ndarray,
     streams: list[np.random.Generator],
+    word_starts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chosen positions (bool[n, L]), what each becomes (KIND_*, int[n, L]) and, per
     position, the rank of the group that took it (-1: none)."""
     n, L = ids.shape
-    cand, wid, words, before = word_groups(ids, lengths, vocab)
+    cand, wid, words, before = word_groups(ids, lengths, vocab, word_starts)
     budget = np.minimum(P, wanted_predictions(lengths, config))
     keys = streams[0].random((n, L))
     np.copyto(keys, 2.0, where=np.arange(L)[None, :] >= words[:, None])
@@ -172,8 +182,9 @@ def choose_groups(
 
 
 class _WordPolicy(MaskingPolicy):
-    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig, rng: np.random.Generator) -> MaskedBatch:
-        return mask_words(input_ids, lengths, vocab, config, rng)
+    def mask(self, input_ids: np.ndarray, lengths: np.ndarray, vocab: MaskVocab, config: MaskConfig,
+             rng: np.random.Generator, word_starts: np.ndarray | None = None) -> MaskedBatch:
+        return mask_words(input_ids, lengths, vocab, config, rng, word_starts)
 
 
 class WholeWordMasking(_WordPolicy):

@@ -124,6 +124,10 @@ def _word_starts(corpus: Corpus) -> tuple[np.ndarray | None, str]:
     from mlmcorpus.tokenizers import load_tokenizer
 
     assert corpus.manifest is not None
+    splitter = corpus.manifest.config.pairs.word_splitter
+    if splitter is not None:
+        # Word starts per piece are not in the shards, and a module a manifest names is not run.
+        return None, f"skipped: the words came from --word-splitter {splitter}, which the shards do not record"
     tok_info = corpus.manifest.tokenizer
     candidate = corpus.tokenizer_file()
     if candidate is None:
@@ -134,6 +138,9 @@ def _word_starts(corpus: Corpus) -> tuple[np.ndarray | None, str]:
         return None, f"skipped: {e}"
     if tok.sha256 != tok_info.get("sha256"):
         return None, f"skipped: {candidate} is not the tokenizer the corpus was built with"
+    if tok.word_starts_per_token:
+        return None, (f"skipped: the words of {candidate} are its pre-tokenizer's, found sentence by sentence, "
+                      "which the shards do not record")
     return tok.word_start_mask(), f"checked with {candidate}"
 
 

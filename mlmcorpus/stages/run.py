@@ -17,7 +17,7 @@ from mlmcorpus.engines import map_ordered
 from mlmcorpus.errors import ConfigError
 from mlmcorpus.manifest import Manifest, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
-from mlmcorpus.objective import check_tokenizer, instances_of, mask_unit
+from mlmcorpus.objective import carries_word_starts, check_tokenizer, instances_of, mask_unit
 from mlmcorpus.pipeline import PairJob, SegmentJob, write_shards
 from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
 from mlmcorpus.stages.stream import (
@@ -31,6 +31,7 @@ from mlmcorpus.stages.stream import (
 )
 from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.units import BuildStats, MaskedUnit, iter_units
+from mlmcorpus.word_splitter import load_word_splitter
 
 __all__ = ["run_stream", "run_pairs", "run_mask", "run_write"]
 
@@ -71,18 +72,22 @@ def run_pairs(
     """
     stats = stats if stats is not None else ReadStats()
     tok = tokenizer.load()
+    if pairs.word_splitter is not None:
+        load_word_splitter(pairs.word_splitter)  # a hook that cannot load fails before any work
     config = BuildConfig(pairs=pairs, units=units, seed=DEFAULT_SEED if seed is None else seed)
     header = StageHeader(
         config, asdict(reader), tokenizer_record(tok, tokenizer, False), tokenizer, [s.path for s in sources], seed_given=seed is not None
     )
-    out = StageWriter(sink, "segments" if seed is None else "pairs", header)
+    # `mask` chooses the policy: carry the word starts whenever a word-level one would need them.
+    word_starts = carries_word_starts(tok, config, None)
+    out = StageWriter(sink, "segments" if seed is None else "pairs", header, word_starts)
     docs = iter_documents(sources, reader, stats, parts=True)
     if seed is None:
-        segments = SegmentJob(tokenizer, tok.sha256, config)
+        segments = SegmentJob(tokenizer, tok.sha256, config, word_starts)
         for seg in map_ordered(segments, iter_units(docs, units), workers, segments.warm):
             out.write_segmented(seg)
     else:
-        job = PairJob(tokenizer, tok.sha256, config)
+        job = PairJob(tokenizer, tok.sha256, config, word_starts)
         for paired in map_ordered(job, iter_units(docs, units), workers, job.warm):
             out.write_paired(paired)
     out.close(stats)

@@ -26,7 +26,7 @@ from mlmcorpus.tokenizers import TokenizerSpec
 from mlmcorpus.units import MaskedUnit, PairedUnit, PairStats, SegmentedUnit
 from mlmcorpus.readers import ReadStats
 from mlmcorpus.formats.arrow import empty_batch, from_numpy, numeric_values, to_arrow, to_numpy
-from mlmcorpus.schema import RowLayout, segments_schema
+from mlmcorpus.schema import WORD_STARTS, RowLayout, segments_schema
 
 __all__ = ["StageWriter", "read_stage", "StageHeader", "TRAILER_UNIT"]
 
@@ -118,13 +118,14 @@ def _pair_stats_from(d: dict) -> PairStats:
 class StageWriter:
     """Writes a stage's stream: ``write_paired``/``write_masked`` per unit, ``close(read_stats)``."""
 
-    def __init__(self, sink: BinaryIO, stage: str, header: StageHeader):
+    def __init__(self, sink: BinaryIO, stage: str, header: StageHeader, word_starts: bool = False):
+        """``word_starts``: the `pairs` stage's rows or segments carry per-piece word starts."""
         self.stage = stage
         layout = header.layout
         if stage == "pairs":
-            schema = layout.paired_stream_schema()
+            schema = layout.paired_stream_schema(word_starts)
         elif stage == "segments":
-            schema = segments_schema()
+            schema = segments_schema(word_starts)
         else:
             schema = layout.masked_stream_schema()
         self.schema = schema.with_metadata({_STAGE_KEY: stage.encode(), _HEADER_KEY: json.dumps(header.to_json()).encode()})
@@ -143,11 +144,19 @@ class StageWriter:
         base = int(offsets[0])
         ids = pa.ListArray.from_arrays(from_numpy((offsets - base).astype(np.int32)), from_numpy(seg.ids[base : int(offsets[-1])]))
         doc = np.repeat(np.arange(seg.num_docs, dtype=np.int32), seg.doc_hi - seg.doc_lo)
-        batch = pa.RecordBatch.from_arrays([ids, from_numpy(doc)], schema=self.schema)
+        columns = [ids, from_numpy(doc)]
+        if WORD_STARTS in self.schema.names:
+            assert seg.word_starts is not None
+            starts = seg.word_starts[base : int(offsets[-1])].view(np.int8)
+            columns.append(pa.ListArray.from_arrays(from_numpy((offsets - base).astype(np.int32)), from_numpy(starts)))
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
         self._write_batch(batch, {"unit_id": u.unit_id, "pairs": _pair_stats_json(u.stats)})
 
     def write_paired(self, p: PairedUnit) -> None:
         arrays = {"input_ids": p.input_ids, "lengths": p.lengths, "a_len": p.a_len, "next_sentence_label": p.next_sentence_label}
+        if WORD_STARTS in self.schema.names:
+            assert p.word_starts is not None
+            arrays[WORD_STARTS] = p.word_starts.view(np.int8)
         self._write(arrays, {"unit_id": p.unit_id, "pairs": _pair_stats_json(p.stats)})
 
     def write_masked(self, m: MaskedUnit) -> None:
@@ -220,7 +229,12 @@ def segmented_from(unit: dict, batch_arrays: dict[str, np.ndarray]) -> Segmented
     bounds = np.flatnonzero(np.diff(doc)) + 1
     doc_lo = np.concatenate([[0], bounds]).astype(np.int64) if len(doc) else np.zeros(0, np.int64)
     doc_hi = np.concatenate([bounds, [len(doc)]]).astype(np.int64) if len(doc) else np.zeros(0, np.int64)
-    segments = Segments(flat, start, lengths, doc_lo, doc_hi)
+    starts = None
+    if WORD_STARTS in batch_arrays:
+        starts = batch_arrays[WORD_STARTS][1].astype(bool)
+        if len(starts) != len(flat):
+            raise InputError("segments stream on stdin: word starts and token ids differ in length")
+    segments = Segments(flat, start, lengths, doc_lo, doc_hi, starts)
     return SegmentedUnit(unit["unit_id"], segments, _pair_stats_from(unit["pairs"]))
 
 
@@ -232,6 +246,7 @@ def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:
         arrays["a_len"].astype(np.int64),
         arrays["next_sentence_label"].astype(np.int8, copy=False),
         _pair_stats_from(unit["pairs"]),
+        arrays[WORD_STARTS].astype(bool) if WORD_STARTS in arrays else None,
     )
 
 

@@ -11,6 +11,8 @@ repeats the rows, each copy masked afresh.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -21,7 +23,7 @@ from mlmcorpus.tasks.base import Task
 from mlmcorpus.tokenizers import SpecialIds
 from mlmcorpus.units import PairedUnit, SegmentedUnit
 
-__all__ = ["PackingTask", "pack"]
+__all__ = ["PackingTask", "pack", "assemble_packed", "packed_word_starts"]
 
 
 def pack(segments: Segments, max_tokens: int, cross_documents: bool, sep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,14 +87,34 @@ def assemble_packed(flat: np.ndarray, start: np.ndarray, length: np.ndarray, max
     n, L = len(start), max_seq_length
     if n == 0:
         return np.full((0, L), special.pad, dtype=np.int32), np.zeros(0, dtype=np.int64)
-    padded = np.full(len(flat) + 2 * L, special.pad, dtype=np.int32)
-    padded[L : L + len(flat)] = flat
-    out = sliding_window_view(padded, L)[start + L - 1].copy()  # column c holds flat[start - 1 + c]
-    lengths = length + 2
-    np.copyto(out, special.pad, where=np.arange(L)[None, :] >= lengths[:, None])
+    out, lengths = _packed_rows(flat, start, length, L, np.int32(special.pad))
     out[:, 0] = special.cls
     out[np.arange(n), lengths - 1] = special.sep
     return out, lengths
+
+
+def _packed_rows(flat: np.ndarray, start: np.ndarray, length: np.ndarray, L: int, fill: np.generic) -> tuple[np.ndarray, np.ndarray]:
+    """Rows holding ``flat[start:start + length]`` from column 1, ``fill`` elsewhere, and their lengths."""
+    padded = np.full(len(flat) + 2 * L, fill, dtype=fill.dtype)
+    padded[L : L + len(flat)] = flat
+    out = sliding_window_view(padded, L)[start + L - 1].copy()  # column c holds flat[start - 1 + c]
+    lengths = length + 2
+    np.copyto(out, fill, where=np.arange(L)[None, :] >= lengths[:, None])
+    return out, lengths
+
+
+def packed_word_starts(segments: Segments, start: np.ndarray, length: np.ndarray, max_seq_length: int,
+                       cross_documents: bool) -> np.ndarray:
+    """bool[n, L]: the word starts beside :func:`assemble_packed`'s rows, packed as the ids are
+    (a separator between documents, [CLS], [SEP] and padding count as starts)."""
+    assert segments.word_starts is not None
+    if len(start) == 0:
+        return np.ones((0, max_seq_length), dtype=bool)
+    flat = pack(replace(segments, ids=segments.word_starts), max_seq_length - 2, cross_documents, True)[0]
+    out, lengths = _packed_rows(flat, start, length, max_seq_length, np.True_)
+    out[:, 0] = True
+    out[np.arange(len(start)), lengths - 1] = True
+    return out
 
 
 class PackingTask(Task):
@@ -103,10 +125,14 @@ class PackingTask(Task):
 
     def instances(self, seg: SegmentedUnit, config: BuildConfig, special: SpecialIds) -> PairedUnit:
         pc = config.pairs
-        flat, start, length = pack(seg.segments, pc.max_seq_length - 2, pc.packing == "full-sentences", special.sep)
+        cross = pc.packing == "full-sentences"
+        flat, start, length = pack(seg.segments, pc.max_seq_length - 2, cross, special.sep)
         start, length = np.tile(start, pc.dupe_factor), np.tile(length, pc.dupe_factor)
         order = unit_generator(config.seed, seg.unit_id, Purpose.SHUFFLE).permutation(len(start))
         ids, lengths = assemble_packed(flat, start[order], length[order], pc.max_seq_length, special)
+        starts = None
+        if seg.segments.word_starts is not None:
+            starts = packed_word_starts(seg.segments, start[order], length[order], pc.max_seq_length, cross)
         seg.stats.instances += len(order)
         # a_len spans the whole text: token_type_ids are all 0; the label column is not written.
-        return PairedUnit(seg.unit_id, ids, lengths, lengths - 2, np.zeros(len(order), dtype=np.int8), seg.stats)
+        return PairedUnit(seg.unit_id, ids, lengths, lengths - 2, np.zeros(len(order), dtype=np.int8), seg.stats, starts)

@@ -53,11 +53,14 @@ class SpecialIds:
 class EncodedBatch:
     """Token ids of many sentences, ragged: sentence i is ``ids[offsets[i]:offsets[i+1]]``.
 
-    ``ids``: int32[total_tokens]; ``offsets``: int64[n_sentences + 1].
+    ``ids``: int32[total_tokens]; ``offsets``: int64[n_sentences + 1]; ``word_starts``
+    (bool[total_tokens], only when asked for): the piece starts a word, as the first piece of
+    every sentence does.
     """
 
     ids: np.ndarray
     offsets: np.ndarray
+    word_starts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -89,6 +92,10 @@ class Tokenizer(ABC):
     kind: str
     path: str
     special_ids: SpecialIds
+    #: Whether a piece's word start depends on its sentence, not only on the piece (a
+    #: tokenizer.json's pre-tokenizer): then ``encode_batch(..., word_starts=True)`` is the rule
+    #: and :meth:`word_start_mask` only an approximation.
+    word_starts_per_token: bool = False
 
     def __init__(self, path: str, base_size: int, added: Sequence[str] = ()):
         self.path = path
@@ -109,11 +116,28 @@ class Tokenizer(ABC):
         return self._sha256
 
     @abstractmethod
-    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
-        """Encode many sentences at once (no special tokens added)."""
+    def encode_batch(self, sentences: Sequence[str], word_starts: bool = False) -> EncodedBatch:
+        """Encode many sentences at once (no special tokens added); with ``word_starts``, say
+        which pieces start a word (``EncodedBatch.word_starts``)."""
+
+    @abstractmethod
+    def encode_spans(self, sentences: Sequence[str]) -> tuple[EncodedBatch, np.ndarray]:
+        """The ids of :meth:`encode_batch` and each piece's characters in its sentence,
+        ``[begin, end)`` (int64[total_tokens, 2]), for word boundaries found in the text."""
 
     def encode(self, sentence: str) -> list[int]:
         return self.encode_batch([sentence])[0].tolist()
+
+    def _table_word_starts(self, batch: EncodedBatch) -> EncodedBatch:
+        """``batch`` with the word starts of :meth:`word_start_mask` (exact for ``##``/``▁``
+        vocabularies), the first piece of every sentence a start too."""
+        starts = self.word_start_mask()[batch.ids]
+        starts[batch.offsets[:-1][batch.lengths > 0]] = True
+        return EncodedBatch(batch.ids, batch.offsets, starts)
+
+    def marks_word_continuations(self) -> bool:
+        """Whether some piece can continue a word (else word-level masking is token masking)."""
+        return not bool(self.word_start_mask()[: self.base_size].all())
 
     @abstractmethod
     def _base_piece(self, i: int) -> str: ...

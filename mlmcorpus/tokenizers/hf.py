@@ -10,6 +10,8 @@ import os
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from mlmcorpus.errors import ConfigError, TokenizerError
 from mlmcorpus.tokenizers.base import _BRACKETED, EncodedBatch, Tokenizer
 
@@ -55,6 +57,7 @@ class HFTokenizer(Tokenizer):
             tok.decoder = decoders.WordPiece()
             self._prefix: str | None = "##"
             self._start_marker = None
+            self._word_level = False
         else:
             try:
                 tok = HFTok.from_file(path)
@@ -71,6 +74,10 @@ class HFTokenizer(Tokenizer):
             self._prefix = model.get("continuing_subword_prefix") if model.get("type") == "WordPiece" else None
             if model.get("type") == "WordPiece" and not self._prefix:
                 self._prefix = "##"
+            # The pre-tokenizer's words are the words (``word_ids``); without one, a sentence would
+            # be one word, and the prefix markers below are the rule.
+            self.word_starts_per_token = spec.get("pre_tokenizer") is not None
+            self._word_level = model.get("type") == "WordLevel"  # a piece is a whole pre-tokenizer word
             text = json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
             self._start_marker = "\u2581" if "Metaspace" in text else ("\u0120" if "ByteLevel" in text else None)
             if lowercase is not None:
@@ -81,21 +88,48 @@ class HFTokenizer(Tokenizer):
         self._resolve_specials(tok.token_to_id, add_special_tokens)
         self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
 
-    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
+    def _encodings(self, sentences: Sequence[str], full: bool) -> list:
+        """``tokenizers`` encodings; ``full``: with words and offsets (``encode_batch_fast`` has none)."""
+        encode = self.tok.encode_batch if full else self._encode
         if self.threads == 1:
             # `tokenizers` reads this variable on every call: the batch is encoded on this thread.
             saved = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
             try:
-                encs = self._encode(list(sentences), add_special_tokens=False)
+                return encode(list(sentences), add_special_tokens=False)
             finally:
                 if saved is None:
                     del os.environ["TOKENIZERS_PARALLELISM"]
                 else:
                     os.environ["TOKENIZERS_PARALLELISM"] = saved
-        else:
-            encs = self._encode(list(sentences), add_special_tokens=False)
-        return EncodedBatch.from_lists([e.ids for e in encs])
+        return encode(list(sentences), add_special_tokens=False)
+
+    def encode_batch(self, sentences: Sequence[str], word_starts: bool = False) -> EncodedBatch:
+        if not (word_starts and self.word_starts_per_token):
+            batch = EncodedBatch.from_lists([e.ids for e in self._encodings(sentences, False)])
+            return self._table_word_starts(batch) if word_starts else batch
+        encs = self._encodings(sentences, True)
+        batch = EncodedBatch.from_lists([e.ids for e in encs])
+        # A piece starts a word when its pre-tokenizer word differs from the previous piece's; a
+        # piece of no word (None: an added token) is a word of its own.
+        total = len(batch.ids)
+        wids = np.fromiter((-1 if w is None else w for e in encs for w in e.word_ids), dtype=np.int64, count=total)
+        starts = np.ones(total, dtype=bool)
+        starts[1:] = (wids[1:] != wids[:-1]) | (wids[1:] < 0)
+        starts[batch.offsets[:-1][batch.lengths > 0]] = True
+        return EncodedBatch(batch.ids, batch.offsets, starts)
+
+    def encode_spans(self, sentences: Sequence[str]) -> tuple[EncodedBatch, np.ndarray]:
+        from mlmcorpus.word_splitter import spans_from_lists
+
+        encs = self._encodings(sentences, True)
+        batch = EncodedBatch.from_lists([e.ids for e in encs])
+        return batch, spans_from_lists((e.offsets for e in encs), len(batch.ids))
+
+    def marks_word_continuations(self) -> bool:
+        if self.word_starts_per_token:
+            return not self._word_level  # BPE, WordPiece, Unigram pieces may be parts of a word
+        return super().marks_word_continuations()
 
     def _base_piece(self, i: int) -> str:
         return self.tok.id_to_token(i) or ""

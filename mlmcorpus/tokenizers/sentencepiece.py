@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from mlmcorpus.errors import TokenizerError
 from mlmcorpus.tokenizers.base import EncodedBatch, Tokenizer
 from mlmcorpus.tokenizers.spm_model import _spm_spec_summary
@@ -31,8 +33,20 @@ class SentencePieceTokenizer(Tokenizer):
         i = self.sp.piece_to_id(piece)
         return i if self.sp.id_to_piece(i) == piece else None
 
-    def encode_batch(self, sentences: Sequence[str]) -> EncodedBatch:
-        return EncodedBatch.from_lists(self.sp.encode(list(sentences), out_type=int, num_threads=self.threads))
+    def encode_batch(self, sentences: Sequence[str], word_starts: bool = False) -> EncodedBatch:
+        batch = EncodedBatch.from_lists(self.sp.encode(list(sentences), out_type=int, num_threads=self.threads))
+        return self._table_word_starts(batch) if word_starts else batch
+
+    def encode_spans(self, sentences: Sequence[str]) -> tuple[EncodedBatch, np.ndarray]:
+        from mlmcorpus.word_splitter import spans_from_lists
+
+        try:
+            encoded = self.sp.encode(list(sentences), out_type="offset_mapping", num_threads=self.threads)
+        except ValueError as e:  # an older sentencepiece
+            raise TokenizerError(f"{self.path}: this sentencepiece cannot give pieces' offsets ({e}); "
+                                 "pip install -U sentencepiece") from None
+        batch = EncodedBatch.from_lists([e["ids"] for e in encoded])
+        return batch, spans_from_lists((e["offsets"] for e in encoded), len(batch.ids))
 
     def _base_piece(self, i: int) -> str:
         return self.sp.id_to_piece(i)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import groupby
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from mlmcorpus.segments import Segments
     from mlmcorpus.shuffle import SpillUnit
 
-__all__ = ["Unit", "iter_units", "PairStats", "SegmentedUnit", "PairedUnit", "MaskedUnit", "BuildStats", "StatsRecord"]
+__all__ = ["Unit", "UNIT_BITS", "unit_id", "iter_units", "PairStats", "SegmentedUnit", "PairedUnit", "MaskedUnit", "BuildStats", "StatsRecord"]
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,41 @@ class Unit:
     split_parts: int = 0
 
 
+#: A unit's id is ``split << UNIT_BITS | k`` for the k-th unit of its split.
+UNIT_BITS = 32
+
+
+def unit_id(split: int, k: int) -> int:
+    """The id of the ``k``-th unit of split ``split``: what every random draw of the unit is keyed by."""
+    if not (0 <= split < 1 << 30 and 0 <= k < 1 << UNIT_BITS):
+        raise ValueError(f"unit {k} of split {split} is out of range")
+    return split << UNIT_BITS | k
+
+
 def iter_units(documents: Iterable[Document], config: UnitConfig) -> Iterator[Unit]:
     """Cut the document stream into units of at most ``pool_docs`` documents / ``unit_chars`` characters.
 
-    Depends on the documents and ``config`` only, never on the number of workers,
-    nor on how the documents are cut into parts (``Document.more``, see
-    ``iter_documents(..., parts=True)``): the units are those of the
-    whole documents.  A document longer than ``unit_chars`` on its own (a whole
-    book) is cut at sentence boundaries into consecutive units as it arrives, so
-    what is held here stays about one unit whatever the document sizes.
+    A unit never spans two splits (``Document.split``): each split is cut on its own, and
+    its units get the ids :func:`unit_id` ``(split, 0), (split, 1), ...``, so a split's
+    units are the same whoever reads it and whatever was read before.  Depends on the
+    documents and ``config`` only, never on the number of workers, nor on how the
+    documents are cut into parts (``Document.more``, see ``iter_documents(..., parts=True)``):
+    the units are those of the whole documents.  A document longer than ``unit_chars`` on
+    its own (a whole book) is cut at sentence boundaries into consecutive units as it
+    arrives, so what is held here stays about one unit whatever the document sizes.
     """
+    seen: dict[int, int] = {}  # split -> units so far (a split met again continues its count)
+    for split, docs in groupby(documents, key=lambda d: d.split):
+        first = seen.get(split, 0)
+        k = first
+        for unit in _cut(docs, config):
+            yield Unit(unit_id(split, k), unit.documents, unit.split_parts)
+            k += 1
+        seen[split] = k
+
+
+def _cut(documents: Iterable[Document], config: UnitConfig) -> Iterator[Unit]:
+    """The units of one split, numbered from 0."""
     limit = config.unit_chars
     batch: list[list[str]] = []  # whole documents of the next unit
     chars = 0

@@ -25,7 +25,7 @@ def test_stream_writes_json_lines_and_counts_to_stderr(runner):
     assert result.exit_code == 0
     docs = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(docs) == 40
-    assert set(docs[0]) == {"id", "sentences"}
+    assert set(docs[0]) == {"id", "sentences", "split"}
     assert docs[0]["id"] == f"{SAMPLE / 'en_wiki.bert.txt'}:0"
     assert all(isinstance(s, str) and s for d in docs for s in d["sentences"])
     assert "40 documents, 889 sentences" in result.stderr

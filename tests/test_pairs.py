@@ -572,6 +572,39 @@ def test_iter_units_cuts_by_pool_docs_and_unit_chars_only(char_sizes, pool_docs,
         assert [u.id for u in units2] == [u.id for u in units]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    char_sizes=st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=5), max_size=30),
+    splits=st.lists(st.integers(0, 3), max_size=30),
+    pool_docs=st.integers(1, 6),
+    unit_chars=st.integers(1, 200),
+)
+def test_iter_units_never_span_two_splits(char_sizes, splits, pool_docs, unit_chars):
+    """Each split is cut on its own, as if it were the whole input, with ids (split, 0), (split, 1), ..."""
+    from mlmcorpus.units import unit_id
+
+    docs = make_documents(char_sizes)
+    split_of = sorted(splits[: len(docs)] + [3] * (len(docs) - len(splits[: len(docs)])))
+    for d, s in zip(docs, split_of):
+        d.split = s
+    config = UnitConfig(pool_docs=pool_docs, unit_chars=unit_chars)
+    units = list(iter_units(iter(docs), config))
+    expected = []
+    for s in sorted(set(split_of)):
+        alone = [Document(d.id, d.sentences, d.source) for d in docs if d.split == s]
+        expected += [(unit_id(s, u.id), u.documents, u.split_parts) for u in iter_units(iter(alone), config)]
+    assert [(u.id, u.documents, u.split_parts) for u in units] == expected
+
+
+def test_unit_ids_keep_splits_apart():
+    from mlmcorpus.units import unit_id
+
+    assert unit_id(0, 0) == 0 and unit_id(0, 5) == 5
+    assert unit_id(1, 0) == 1 << 32 and unit_id(2, 7) == (2 << 32) + 7
+    with pytest.raises(ValueError):
+        unit_id(0, 1 << 32)
+
+
 def test_iter_units_cuts_a_document_bigger_than_a_unit():
     docs = make_documents([[10], [40, 40, 40, 40, 5], [10]])
     units = list(iter_units(docs, UnitConfig(pool_docs=10, unit_chars=100)))

@@ -819,3 +819,18 @@ def test_plugin_splitter_output_is_normalised(tmp_path):
     p = write(tmp_path / "w.jsonl", json.dumps({"text": "One here. Two there."}) + "\n")
     docs, _ = read([p], splitter=f"{__name__}:padded_splitter")
     assert docs[0].sentences == ["One here", "Two there."]
+
+
+def test_each_file_is_a_split_of_its_own(tmp_path):
+    """Documents carry the index of the file they came from; `stream` writes it, and reading
+    `stream`'s output back keeps it (so `stream | pairs` cuts the units `build` cuts)."""
+    from mlmcorpus.readers import iter_documents, resolve_sources
+
+    for name, text in [("a.txt", "One. Two.\n\nThree.\n"), ("b.txt", "Four.\n"), ("c.jsonl", '{"text": "Five. Six."}\n')]:
+        (tmp_path / name).write_text(text)
+    docs = list(iter_documents(resolve_sources([str(tmp_path)])))
+    assert [d.split for d in docs] == [0, 0, 1, 2]
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text("".join(d.to_json() + "\n" for d in docs))
+    again = list(iter_documents(resolve_sources([str(stream)])))
+    assert [(d.split, d.sentences) for d in again] == [(d.split, d.sentences) for d in docs]

@@ -101,9 +101,10 @@ def _read_parts(
     stats = stats if stats is not None else ReadStats()
     reader = _DocumentReader(config, stats, split_map)
     names = []
-    for source in sources:
+    for index, source in enumerate(sources):
         names.append(source.name)
         stats.files += 1
+        reader.split = index  # each file is a split of its own (see units.iter_units)
         try:
             yield from _read_source(reader, source, stats, on_progress)
         except _FileError as e:

@@ -38,9 +38,11 @@ class Document:
     sentences: list[str]
     source: str = ""
     more: bool = False
+    #: The split of the input plan it was read from: work units never span two splits.
+    split: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "sentences": self.sentences}, ensure_ascii=False)
+        return json.dumps({"id": self.id, "sentences": self.sentences, "split": self.split}, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class _Pending:
     text: str
     source: Source
     where: str
+    split: int = 0
 
 
 # A batch sent to a worker at a time: big enough to amortise the round trip.  It closes at
@@ -78,8 +81,9 @@ def _prose_splitter(config: ReaderConfig) -> _ProseSplitter:
 class _PartedDocument:
     """Document ``n`` of a source as it is read: handed on in parts of about _PART_CHARS characters."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, split: int = 0):
         self.source = source
+        self.split = split
         self.n = 0  # documents of the source ended so far
         self.count = 0  # sentences of this document so far, handed on or not
         self._held: list[str] = []  # the part not handed on yet
@@ -92,7 +96,7 @@ class _PartedDocument:
         """
         for sentence in sentences:
             if self._chars >= _PART_CHARS:
-                yield Document(f"{self.source.name}:{self.n}", self._held, self.source.name, more=True)
+                yield Document(f"{self.source.name}:{self.n}", self._held, self.source.name, more=True, split=self.split)
                 self._held, self._chars = [], 0
             self._held.append(sentence)
             self._chars += len(sentence)
@@ -100,7 +104,7 @@ class _PartedDocument:
 
     def end(self) -> Document:
         """The document's last part; the next sentences start document ``n + 1``."""
-        last = Document(f"{self.source.name}:{self.n}", self._held, self.source.name)
+        last = Document(f"{self.source.name}:{self.n}", self._held, self.source.name, split=self.split)
         self.n += 1
         self.count, self._held, self._chars = 0, [], 0
         return last
@@ -120,6 +124,8 @@ class _DocumentReader:
         self.prose = _ProseSplitter(config, stats)
         self.cleaner = self.prose.cleaner
         self.split_map = split_map
+        #: The split of the input plan being read (its documents' ``split``).
+        self.split = 0
 
     def resolve(self, items: Iterable[Document | _Pending]) -> Iterator[Document]:
         """Documents in order, pending texts split in batches by ``split_map`` (or here)."""
@@ -150,18 +156,18 @@ class _DocumentReader:
             split = iter(results)
             for item in in_flight.popleft():
                 if isinstance(item, _Pending):
-                    yield from self._finish(item.doc_id, next(split), item.source, item.where)
+                    yield from self._finish(item.doc_id, next(split), item.source, item.where, item.split)
                 else:
                     yield item
         if failed:
             raise failed[0]
 
-    def _finish(self, doc_id: str, sentences: list[str], source: Source, where: str) -> Iterator[Document]:
+    def _finish(self, doc_id: str, sentences: list[str], source: Source, where: str, split: int) -> Iterator[Document]:
         """A document's sentences as documents (split at the cap), or a counted skip when there are none."""
         if not sentences:
             self.stats.skip("empty_document", f"{where}: empty document skipped")
             return
-        yield from self._capped(doc_id, sentences, source)
+        yield from self._capped(doc_id, sentences, source, split)
 
     def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:
         if fmt == "bert":
@@ -174,7 +180,7 @@ class _DocumentReader:
             raise InputError(f"{source.name}: unknown format {fmt!r}")
 
     def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
-        doc = _PartedDocument(source)
+        doc = _PartedDocument(source, self.split)
         try:
             for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
                 if raw is None:
@@ -203,7 +209,7 @@ class _DocumentReader:
         per_file = self.config.doc_boundary == "file"
         para: list[str] = []
         para_bytes = 0
-        doc = _PartedDocument(source)
+        doc = _PartedDocument(source, self.split)
 
         def flush_para() -> Iterator[Document]:
             """The lines up to a blank line, into paragraphs by the one rule of text_sentences."""
@@ -239,16 +245,16 @@ class _DocumentReader:
         if doc.count:
             yield doc.end()
 
-    def _capped(self, doc_id: str, sentences: list[str], source: Source) -> Iterator[Document]:
+    def _capped(self, doc_id: str, sentences: list[str], source: Source, split: int) -> Iterator[Document]:
         """One document, or consecutive parts of at most ``max_doc_sentences`` sentences."""
         cap = self.config.max_doc_sentences
         if len(sentences) <= cap:
-            yield Document(doc_id, sentences, source.name)
+            yield Document(doc_id, sentences, source.name, split=split)
             return
         for k in range(0, len(sentences), cap):
             if k:
                 self._count_doc_split(source, doc_id)
-            yield Document(f"{doc_id}#{k // cap}", sentences[k : k + cap], source.name)
+            yield Document(f"{doc_id}#{k // cap}", sentences[k : k + cap], source.name, split=split)
 
     def _count_doc_split(self, source: Source, n: int | str) -> None:
         self.stats.skip(
@@ -307,9 +313,13 @@ class _DocumentReader:
             rid = record.get(cfg.id_field)
             doc_id = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else where
             if text is not None:
-                yield _Pending(doc_id, self.cleaner.fix_surrogates(text, where) if escaped else text, source, where)
+                yield _Pending(doc_id, self.cleaner.fix_surrogates(text, where) if escaped else text, source, where, self.split)
                 continue
-            yield from self._finish(doc_id, sentences, source, where)
+            # Our own `stream` output keeps the split it was read from, so that `stream | pairs`
+            # cuts the units `build` cuts.
+            split = record.get("split")
+            yield from self._finish(doc_id, sentences, source, where,
+                                    split if type(split) is int and 0 <= split < 1 << 30 else self.split)
 
     def read_parquet(self, source: Source) -> Iterator[Document | _Pending]:
         import pyarrow as pa
@@ -348,7 +358,7 @@ class _DocumentReader:
                             raise InputError(f"{where}: text longer than {cfg.max_line_bytes} bytes (--max-line-bytes)")
                         self.stats.skip("line_too_long", f"{where}: text longer than {cfg.max_line_bytes} bytes skipped")
                         continue
-                    yield _Pending(str(rid) if rid is not None else where, text, source, where)
+                    yield _Pending(str(rid) if rid is not None else where, text, source, where, self.split)
         except (pa.ArrowInvalid, OSError) as e:
             raise _FileError(f"{source.path}: corrupt Parquet data ({e})") from None
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from mlmcorpus import formats, outdir
-from mlmcorpus.config import BuildConfig, default_max_predictions
+from mlmcorpus.config import BuildConfig, OutputConfig, default_max_predictions
 from mlmcorpus.engines import Engine, LocalPool
 from mlmcorpus.errors import ConfigError, InputError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
@@ -30,7 +30,7 @@ from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_rec
 from mlmcorpus.masking import MaskVocab
 from mlmcorpus.objective import CAPPED_ROWS, carries_word_starts, check_tokenizer, pair_unit, unit_rows
 from mlmcorpus.schema import RowLayout
-from mlmcorpus.readers import ReaderConfig, ReadStats, iter_documents, iter_sentences
+from mlmcorpus.readers import Document, ReaderConfig, ReadStats, Source, iter_documents, iter_sentences
 from mlmcorpus.runtime import release_memory
 from mlmcorpus.segments import segment_unit
 from mlmcorpus.shuffle import TwoStageShuffle, scatter
@@ -83,9 +83,90 @@ class UnitJob:
         if self.spill_dir is not None and masked.columns is not None:
             # Scatter here rather than in the parent: the rows never cross the process boundary.
             o = config.output
-            masked.spill = scatter(self.spill_dir, config.seed, o.shuffle_buckets, unit.id, masked.columns)
+            masked.spill = scatter(self.spill_dir, config.seed, spill_buckets(o), unit.id, masked.columns)
             masked.columns = None
         return masked
+
+
+@dataclass
+class SplitResult:
+    """What a worker sends back for one split: its units (rows already spilled) and what it read."""
+
+    split: int
+    units: list[MaskedUnit]
+    read: ReadStats
+    bytes: int  # on-disk bytes of the split, for progress
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    """A split read, cut into units, paired, masked and spilled by the worker that runs it.
+
+    The units and their ids are the split's own (``units.iter_units``), so the rows are those
+    the client would make reading the split itself.  Rows always go to spill files (with
+    ``--no-shuffle`` in one bucket, kept in order), so what comes back is small whatever the
+    split's size.
+    """
+
+    tokenizer: TokenizerSpec
+    tokenizer_sha256: str
+    config: BuildConfig
+    reader: ReaderConfig
+    spill_dir: str
+    word_starts: bool = False
+
+    def warm(self) -> None:
+        _loaded(self.tokenizer, self.tokenizer_sha256)
+
+    def __call__(self, split: Split) -> SplitResult:
+        tok, vocab = _loaded(self.tokenizer, self.tokenizer_sha256)
+        config = self.config
+        buckets = spill_buckets(config.output)
+        read = ReadStats()
+        units = []
+        for unit in iter_units(_split_documents(split, self.reader, read), config.units):
+            masked = unit_rows(unit, tok, vocab, config, self.word_starts)
+            if masked.columns is not None:
+                masked.spill = scatter(self.spill_dir, config.seed, buckets, unit.id, masked.columns)
+                masked.columns = None
+            units.append(masked)
+        return SplitResult(split.index, units, read, split.size)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A piece of the input plan: for now one whole source."""
+
+    index: int
+    source: Source
+    size: int
+
+
+def plan_splits(sources: list[Source]) -> list[Split]:
+    """The splits of the input: a function of the sources alone."""
+    out = []
+    for i, s in enumerate(sources):
+        size = os.path.getsize(s.path) if s.path != "-" and os.path.isfile(s.path) else 0
+        out.append(Split(i, s, size))
+    return out
+
+
+def _split_documents(split: Split, reader: ReaderConfig, stats: ReadStats) -> Iterator[Document]:
+    for doc in iter_documents([split.source], reader, stats, require_documents=False, parts=True):
+        doc.split = split.index
+        yield doc
+
+
+#: Read the splits in the workers when there are at least this many per worker (else the
+#: client reads and ships units, which keeps every worker busy on one big file).
+_SPLITS_PER_WORKER = 2
+
+
+def _reads_in_workers(splits: list[Split], workers: int, parallel: bool, read: str) -> bool:
+    if read != "auto":
+        return read == "workers"
+    streams = any(s.source.path == "-" or not os.path.isfile(s.source.path) for s in splits)
+    return parallel and not streams and len(splits) >= _SPLITS_PER_WORKER * workers
 
 
 @dataclass(frozen=True)
@@ -132,6 +213,7 @@ class _ShardTask:
     vocab_size: int
     shard_rows: int
     total_rows: int
+    buckets: int
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,7 +229,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     # then holds its own working set only.  (Not after every unit: at dupe 5 re-faulting a
     # unit's pages cost 2% of a build.)
     release_memory()
-    shuffler = _shuffled_groups(task.index, task.run, task.config.seed, o.shuffle_buckets, o.shuffle_mb)
+    shuffler = _shuffled_groups(task.index, task.run, task.config.seed, task.buckets, o.shuffle_mb)
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
     with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
@@ -171,14 +253,15 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     index = shuffler.save_index()
     run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
-        _ShardTask(k, index, run, config, out_dir, vocab_size, per_shard, total) for k in range(-(-total // per_shard))
+        _ShardTask(k, index, run, config, out_dir, vocab_size, per_shard, total, shuffler.buckets)
+        for k in range(-(-total // per_shard))
     ]
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
         # When stage 2 ran in this process: unmap the spill files before they are removed.
         if _shuffled_groups.cache_info().currsize:
-            _shuffled_groups(index, run, config.seed, config.output.shuffle_buckets, config.output.shuffle_mb).close()
+            _shuffled_groups(index, run, config.seed, shuffler.buckets, config.output.shuffle_mb).close()
         _shuffled_groups.cache_clear()
 
 
@@ -193,46 +276,36 @@ def write_shards(
 ) -> list[ShardEntry]:
     """Write every unit's rows, in order; temporary files are removed on failure.
 
-    With the shuffle on, units either arrive already scattered (``spill``) or are
-    scattered here; the shards are then written by the workers of ``pool`` (the
-    ones that made the units), or here without one.
+    Units either arrive already spilled (``spill``, by the worker that made them) or are
+    spilled here; the shards are then written by the workers of ``pool``, or here without
+    one.  Without the shuffle the spill is one bucket kept in unit order (:func:`spill_buckets`),
+    so that shards are written the same way whoever made the rows.
     """
     o = config.output
-    writer = formats.get(o.format).writer(out_dir, o, RowLayout.of(config, vocab_size))
-    shuffler = TwoStageShuffle(out_dir, config.seed, o.shuffle_buckets, o.shuffle_mb) if o.shuffle else None
+    shuffler = TwoStageShuffle(out_dir, config.seed, spill_buckets(o), o.shuffle_mb, permute=o.shuffle)
     try:
         for unit in results:
             if unit.spill is not None:
-                assert shuffler is not None  # workers scatter only when the shuffle is on
                 shuffler.register(unit.spill)
-            elif unit.columns is None:
-                pass  # scattered by a worker, but no rows
-            elif shuffler is not None:
+            elif unit.columns is not None:
                 shuffler.add(unit.unit_id, unit.columns)
-            else:
-                writer.write(unit.columns)
             stats.add(unit)
             if on_unit is not None:
                 on_unit(unit)
-        if shuffler is not None:
-            release_memory()  # what stage 1 left in this process
-            stage2 = pool if pool is not None else LocalPool(1)
-            shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
-        else:
-            shards = finish_shards(out_dir, writer.finish())
+        release_memory()  # what stage 1 left in this process
+        stage2 = pool if pool is not None else LocalPool(1)
+        shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
     except BaseException as e:
         if hasattr(results, "close"):
             results.close()  # no new units
         if pool is not None:
             pool.close(cancel=True)  # the running tasks finish before we clean up after them
-        writer.abort()
         outdir.remove_partial_shards(out_dir)
         if isinstance(e, OSError):
             raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
         raise
     finally:
-        if shuffler is not None:
-            shuffler.cleanup()
+        shuffler.cleanup()
     if not shards:
         raise InputError(
             "no instances were produced: NSP pairs need documents of two or more sentences, or several "
@@ -247,6 +320,11 @@ def write_shards(
         )
     _warn_if_capped(stats, config)
     return shards
+
+
+def spill_buckets(o: OutputConfig) -> int:
+    """Buckets of the spill: the shuffle's, or one kept in unit order without it."""
+    return o.shuffle_buckets if o.shuffle else 1
 
 
 #: Above this share of rows cut short by the predictions cap, the build warns.
@@ -266,6 +344,22 @@ def _warn_if_capped(stats: BuildStats, config: BuildConfig) -> None:
         )
 
 
+def _units_of(results: Iterable[SplitResult], stats: BuildStats, on_progress: Callable[[int], None] | None) -> Iterator[MaskedUnit]:
+    """The units of the splits' results, in plan order; what the workers read goes to ``stats``.
+    No document in any split is the reader's error, as when one process reads everything."""
+    sources = []
+    for result in results:
+        stats.read.merge(result.read)
+        sources.append(result.split)
+        if on_progress is not None:
+            on_progress(result.bytes)
+        yield from result.units
+    if stats.read.documents == 0:
+        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.read.skipped.items()))
+        where = f"{len(sources)} files" if len(sources) != 1 else "the input"
+        raise InputError(f"{where}: no documents found" + (f" (skipped: {skipped})" if skipped else " (the input is empty)"))
+
+
 # ---------------------------------------------------------------- the whole build
 
 
@@ -283,13 +377,16 @@ def build(
     on_unit: Callable[[MaskedUnit], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     engine: Callable[[int, Callable[[], None]], Engine] = LocalPool,
+    read: str = "auto",
 ) -> Manifest:
     """Read ``sources``, (train a tokenizer if none is given), pair, mask, write shards and the manifest.
 
     Returns the manifest.  ``on_progress(n)`` gets raw input bytes consumed,
     ``on_unit`` each finished unit, ``on_phase`` a short name when a phase starts.
     ``engine(workers, warm)`` makes the engine that runs the units (default: the local
-    process pool); the output does not depend on it.  With ``config.compat == "google"`` the
+    process pool); the output does not depend on it, nor on ``read``: ``workers`` reads each
+    split in the worker that processes it, ``client`` reads here and ships units, ``auto``
+    reads in the workers when there are enough splits.  With ``config.compat == "google"`` the
     build is :func:`mlmcorpus.compat.google.build` (one process; ``workers`` and ``engine`` unused).
     """
     if config.compat == "google":
@@ -319,15 +416,23 @@ def build(
     stats = BuildStats()
     if on_phase:
         on_phase("building")
-    spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
+    spill_dir = outdir.spill_dir(out_dir)
 
-    job = UnitJob(tokenizer, tok.sha256, config, spill_dir, carries_word_starts(tok, config, config.mask.masking))
+    word_starts = carries_word_starts(tok, config, config.mask.masking)
+    splits = plan_splits(sources)
+    job = UnitJob(tokenizer, tok.sha256, config, spill_dir, word_starts)
     with engine(workers, job.warm) as pool:
-        # The workers also clean and split the text (split_map): this process only reads.
-        split_map = pool.map if pool.parallel else None
-        documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
-        results = pool.map(job, iter_units(documents, config.units))
-        shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
+        if _reads_in_workers(splits, workers, pool.parallel, read):
+            # Each worker reads its own splits: this process only plans and collects.
+            split_job = SplitJob(tokenizer, tok.sha256, config, reader, outdir.spill_dir(out_dir), word_starts)
+            results = _units_of(pool.map(split_job, splits), stats, on_progress)
+            shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
+        else:
+            # This process reads; the workers also clean and split the text (split_map).
+            split_map = pool.map if pool.parallel else None
+            documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
+            results = pool.map(job, iter_units(documents, config.units))
+            shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
     manifest = new_manifest(
         config,
         reader=asdict(reader),

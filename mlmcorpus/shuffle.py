@@ -172,9 +172,12 @@ class TwoStageShuffle:
     range of a permuted group.
     """
 
-    def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float):
+    def __init__(self, out_dir: str, seed: int, buckets: int, memory_mb: float, permute: bool = True):
+        # permute=False (with one bucket): the rows in unit order, for --no-shuffle builds whose
+        # workers spill their own rows.
         self.dir = outdir.spill_dir(out_dir)
         self.seed = seed
+        self.permute = permute
         self.buckets = buckets
         self.memory_bytes = memory_mb * 1e6
         self.rows = np.zeros(buckets, dtype=np.int64)
@@ -224,7 +227,10 @@ class TwoStageShuffle:
     def permutation(self, g: int) -> np.ndarray:
         """Group ``g``'s permutation (the last one is kept: a shard reads its group in slices)."""
         if self._perm is None or self._perm[0] != g:
-            self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, ShuffleStream.GROUP).permutation(self.group_rows[g]))
+            if not self.permute:
+                self._perm = (g, np.arange(self.group_rows[g]))
+            else:
+                self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, ShuffleStream.GROUP).permutation(self.group_rows[g]))
         return self._perm[1]
 
     def unit_columns(self, u: int) -> dict[str, np.ndarray]:
@@ -273,6 +279,7 @@ class TwoStageShuffle:
             rows=np.array([u.rows for u in units], dtype=np.int64),
             offsets=np.array([u.offsets for u in units], dtype=np.int64).reshape(len(units), self.buckets + 1),
             columns=np.array([json.dumps(u.columns) for u in units], dtype=str),
+            permute=np.array(self.permute),
         )
         return path
 
@@ -280,8 +287,8 @@ class TwoStageShuffle:
     def load(cls, index: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
         """The shuffle whose stage 1 :meth:`save_index` recorded."""
         out_dir = os.path.dirname(os.path.dirname(index))
-        sh = cls(out_dir, seed, buckets, memory_mb)
         with np.load(index) as z:
+            sh = cls(out_dir, seed, buckets, memory_mb, permute=bool(z["permute"]))
             for unit_id, name, start, rows, offsets, columns in zip(
                 z["unit_ids"].tolist(), z["paths"].tolist(), z["starts"].tolist(), z["rows"].tolist(), z["offsets"],
                 z["columns"].tolist(),

@@ -67,6 +67,30 @@ def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_pat
     assert m1["stats"] == m2["stats"]
 
 
+@pytest.mark.parametrize("options", [{}, {"shuffle": False}, {"shuffle": False, "format": "numpy"}], ids=["shuffle", "ordered", "numpy"])
+def test_splits_read_by_the_workers_or_by_this_process_give_identical_shards(spm_model, tmp_path, options):
+    """Who reads a split (each worker its own, or this process shipping units) never reaches
+    the output: same shard bytes and stats, with 1 and 2 workers, shuffled or not."""
+    from mlmcorpus.pipeline import plan_splits
+
+    sources = resolve_sources([str(SAMPLE)])
+    assert len(plan_splits(sources)) == 4
+    config = BuildConfig(units=UnitConfig(pool_docs=25), output=OutputConfig(shard_rows=300, **options))
+    results = {}
+    for read, workers in [("client", 1), ("client", 2), ("workers", 1), ("workers", 2)]:
+        out = tmp_path / f"{read}-{workers}"
+        m = build(sources, str(out), reader=ReaderConfig(), config=config, tokenizer=TokenizerSpec(str(spm_model)),
+                  workers=workers, read=read)
+        files = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
+                 for f in sorted(out.rglob("*")) if f.is_file() and f.name != "manifest.json"}
+        results[read, workers] = (files, m.stats)
+        assert not (out / ".tmp-shuffle").exists()
+    first = results["client", 1]
+    assert len(first[0]) >= 3 and first[1]["units"] >= 8
+    for key, value in results.items():
+        assert value == first, key
+
+
 def test_documents_read_in_parts_give_the_same_shards(built, runner, spm_model, tmp_path, monkeypatch):
     """How the reader cuts long documents into parts, and its batches, never reach the output."""
     import mlmcorpus.readers as readers

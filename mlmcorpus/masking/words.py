@@ -145,49 +145,57 @@ def choose_groups(
     maxn = len(pmf)
     if maxn > 1:
         # The inverse of the cdf at a uniform (what Generator.choice(p=pmf) does), taken at the ranks
-        # the loop reaches: 1 + the number of cdf steps at or below u.
+        # the loop reaches: the number of cdf steps at or below u, past a first step at -inf.
         cdf = np.cumsum(pmf)
-        steps = cdf[:-1]
+        steps = np.concatenate(([-np.inf], cdf[:-1]))
         u = streams[1].random((n, L))
     # By (row, word) in rows of L + 1 (flat): tokens before the word, and the rank of the group that
     # took it (-1: none; column L is never taken, so word index -1 of the next row finds -1 there).
     W = L + 1
     flat_before = before.reshape(-1)
+    after = flat_before[1:]  # tokens before the next word: up to the end of this one
     group = np.full(n * W, -1, dtype=np.int64)
-    J = np.arange(maxn)
-    active = np.flatnonzero(words > 0)
+    J = np.arange(maxn)[:, None]
+    # The rows still below their budget with words left to try: their index, words and budget left.
+    a = np.flatnonzero(words > 0)
+    wa, la = words[a], left[a]
     for r in range(L):
-        active = active[(words[active] > r) & (left[active] > 0)]
-        if not len(active):
+        keep = (wa > r) & (la > 0)
+        if not keep.all():
+            a, wa, la = a[keep], wa[keep], la[keep]
+        if not len(a):
             break
-        a = active
         s = order[a, r]
-        room = words[a] - s  # a group ends at the row's last word
+        room = wa - s  # a group ends at the row's last word
         if maxn > 1:
-            np.minimum(room, 1 + np.searchsorted(steps, u[a, r] * cdf[-1], side="right"), out=room)
+            np.minimum(room, np.searchsorted(steps, u[a, r] * cdf[-1], side="right"), out=room)
         base = a * W + s  # (row, first word)
         start = flat_before[base]
+        # (j, row) arrays, j < the longest room: numpy reduces such short columns faster than rows.
         j = J[: int(room.max())]
-        at = base[:, None] + j[None, :]  # word s + j, j < room (beyond: other words, masked below)
-        # The longest group that fits: the first m words' tokens (which grow with m) within the budget.
-        fits = (j[None, :] < room[:, None]) & (flat_before.take(at + 1, mode="clip") <= (start + left[a])[:, None])
-        m = fits.sum(axis=1)
-        inside = j[None, :] < m[:, None]
-        ok = (m > 0) & ~((group.take(at, mode="clip") >= 0) & inside).any(axis=1)
-        if not ok.any():
-            continue
-        group[at[inside & ok[:, None]]] = r
-        left[a] -= np.where(ok, flat_before[base + m] - start, 0)
-    rank = group[wid + np.arange(n)[:, None] * W]  # -1 off candidates and off chosen words
+        at = base + j  # word s + j, for j < room (beyond: other words, masked below)
+        # The longest group that fits: its tokens (which grow with its words) within the budget.
+        fits = after.take(at, mode="clip") <= start + la
+        fits &= j < room
+        m = fits.sum(axis=0)
+        inside = j < m
+        busy = group.take(at, mode="clip") >= 0
+        busy &= inside
+        ok = (m > 0) & ~busy.any(axis=0)
+        inside &= ok
+        group[at[inside]] = r
+        m *= ok
+        la -= flat_before[base + m] - start
+    rank = group.take(wid + np.arange(n)[:, None] * W)  # -1 off candidates and off chosen words
     chosen = rank >= 0
     u = streams[2].random((n, L))
-    if config.replace_per == "word":
-        # One draw per group: the draw of its rank, shared by all its pieces.
-        u = np.take_along_axis(u, np.maximum(rank, 0), axis=1)
     r_mask, r_random, _ = config.mask_ratios
     # KIND_MASK, KIND_RANDOM, KIND_KEEP are 0, 1, 2: how many of the two thresholds u reaches.
     kind = (u >= r_mask).astype(np.int8)
     kind += u >= r_mask + r_random
+    if config.replace_per == "word":
+        # One draw per group: the draw of its rank, shared by all its pieces.
+        kind = kind.take(np.maximum(rank, 0) + np.arange(n)[:, None] * L)
     return chosen, kind, rank
 
 

@@ -150,7 +150,8 @@ def choose_groups(
         steps = np.concatenate(([-np.inf], cdf[:-1]))
         u = streams[1].random((n, L))
     # By (row, word) in rows of L + 1 (flat): tokens before the word, and the rank of the group that
-    # took it (-1: none; column L is never taken, so word index -1 of the next row finds -1 there).
+    # took it (-1: none). Column L is never taken, so word index -1 (off the candidates) of row i
+    # finds -1 in row i - 1's column L, and row 0's wraps round to the last row's.
     W = L + 1
     flat_before = before.reshape(-1)
     after = flat_before[1:]  # tokens before the next word: up to the end of this one

@@ -342,3 +342,45 @@ def test_word_masking_refuses_a_tokenizer_without_word_continuations(runner, tmp
     assert result.exit_code == 2 and "marks no word continuations" in result.stderr
     assert not list((tmp_path / "out").glob("train-*")) and not (tmp_path / "out" / "manifest.json").exists()
     assert runner.invoke(cli, [*args, "--masking", "token", "--overwrite"]).exit_code == 0  # token masking is fine
+
+
+#: sha256 of mask_words' output (every array's dtype, shape and bytes, and capped_rows) on fixed
+#: rows, configurations and chunk sizes, computed by the implementation before the speed-ups of
+#: the words-speed branch (61ce50e): a faster mask_words must give the same bytes.
+PINNED = [
+    ("whole-word", {}, 1024,
+     "4455f43a90a4b4c8782c6b21ab2fccd6f16b6a8b78432de2fe374840702d2993"),
+    ("whole-word", {"replace_per": "word", "masked_lm_prob": 0.4}, 7,
+     "c6ef12da7a33a801b01f4bc4d58861e3fbbcaa37c99a040ca5c682cd57cf1b1d"),
+    ("ngram", {}, 1024,
+     "ddd8b0dd6f793596b45f26f413994359849b89858610840a55bb2f48c33e0ec9"),
+    ("ngram", {"max_ngram": 6, "replace_per": "word", "max_predictions_per_seq": 30}, 64,
+     "8aae5a15e84eb2a1953985af76ca0f732fff4713b52a9537fefbdd475629824a"),
+    ("span", {}, 1024,
+     "5b7eb690198f07da76f085212296f1dc0c1a4c949e85aa7ba9eb5169a88a1dac"),
+    ("span", {"replace_per": "piece", "max_span": 4, "span_p": 0.5}, 7,
+     "19127cbe9cf2018fc57e4f9161abe27f3034fa7d80abd3c630efda4291444713"),
+    ("span", {"max_predictions_per_seq": 4, "mask_ratios": (0.5, 0.3, 0.2)}, 100,
+     "afd67cd683fd88896b3468f7ae21d3fc916cc9289ae5b6ea3d2a41dba2ddf54e"),
+    ("span", {"max_span": 64, "span_p": 0.05, "masked_lm_prob": 0.6, "max_predictions_per_seq": 90}, 1024,
+     "bcf2ff125237e9fcef8a943d410877dd8c9322c8f5b88ab355e5f77ff40920b0"),
+]
+
+
+def masked_digest(m) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (m.input_ids, m.masked_lm_positions, m.masked_lm_ids, m.counts, m.num_masked):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(str(m.capped_rows).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("policy, options, chunk, digest", PINNED)
+def test_the_masked_bytes_are_pinned(policy, options, chunk, digest, monkeypatch):
+    gen = np.random.default_rng(len(options) * 31 + chunk)
+    ids, lengths = rows(500, 100, gen, max_pieces=5)
+    monkeypatch.setattr(wm, "_CHUNK_ROWS", chunk)
+    assert masked_digest(mask(ids, lengths, MaskConfig(masking=policy, **options), 17)) == digest

@@ -24,7 +24,7 @@ import numpy as np
 
 from mlmcorpus.config import MaskConfig
 from mlmcorpus.masking.base import MaskedBatch, MaskingPolicy, MaskVocab
-from mlmcorpus.masking.tokens import KIND_KEEP, KIND_MASK, KIND_RANDOM, wanted_predictions
+from mlmcorpus.masking.tokens import KIND_MASK, KIND_RANDOM, wanted_predictions
 
 __all__ = ["WholeWordMasking", "NgramMasking", "SpanMasking", "word_index", "word_groups", "group_length_pmf", "choose_groups", "mask_words"]
 
@@ -38,13 +38,28 @@ def word_index(cand: np.ndarray, piece_starts: np.ndarray) -> tuple[np.ndarray, 
     of rows whose candidate positions are ``cand`` and whose pieces start a word where
     ``piece_starts``; a continuation right after a non-candidate (a special) starts a word too."""
     n, L = cand.shape
-    prev = np.zeros_like(cand)
-    prev[:, 1:] = cand[:, :-1]
-    start = cand & (piece_starts | ~prev)
-    wid = np.where(cand, np.cumsum(start, axis=1) - 1, -1)
-    words = start.sum(axis=1).astype(np.int64)
-    flat = (np.arange(n)[:, None] * L + wid)[cand]
-    return wid, words, np.bincount(flat, minlength=n * L).reshape(n, L)
+    start = cand & piece_starts
+    start[:, 0] = cand[:, 0]
+    start[:, 1:] |= cand[:, 1:] & ~cand[:, :-1]
+    wid = np.cumsum(start, axis=1, dtype=np.int64)
+    words = wid[:, -1].copy() if L else np.zeros(n, dtype=np.int64)
+    wid -= 1
+    np.copyto(wid, -1, where=~cand)
+    # Pieces per word: a count of (row, word + 1), the non-candidates (-1) falling in column 0.
+    sizes = np.bincount((wid + (np.arange(n)[:, None] * (L + 1) + 1)).ravel(), minlength=n * (L + 1))
+    return wid, words, sizes.reshape(n, L + 1)[:, 1:]
+
+
+def _specials(ids: np.ndarray, special_ids: np.ndarray) -> np.ndarray:
+    """bool[n, L]: where ``ids`` is one of ``special_ids`` (``np.isin``, quicker for a few)."""
+    if len(special_ids) <= 16:
+        out = np.zeros(ids.shape, dtype=bool)
+        for s in special_ids.tolist():
+            out |= ids == s
+        return out
+    table = np.zeros(int(special_ids.max()) + 2, dtype=bool)
+    table[special_ids] = True
+    return np.asarray(table.take(ids, mode="clip"))  # an id past the last special: the False at the end
 
 
 def word_groups(
@@ -58,7 +73,9 @@ def word_groups(
             raise ValueError("word-level masking needs the tokenizer's word starts (MaskVocab.word_start)")
         piece_starts = vocab.word_start[ids]
     n, L = ids.shape
-    cand = (np.arange(L)[None, :] < lengths[:, None]) & ~np.isin(ids, vocab.special_ids)
+    cand = _specials(ids, vocab.special_ids)
+    np.logical_not(cand, out=cand)
+    cand &= np.arange(L)[None, :] < lengths[:, None]
     wid, words, wlen = word_index(cand, piece_starts)
     before = np.zeros((n, L + 1), dtype=np.int64)
     np.cumsum(wlen, axis=1, out=before[:, 1:])
@@ -87,6 +104,7 @@ def mask_words(
     P = config.predictions_for(L)
     streams = rng.spawn(4)
     out = input_ids.copy()
+    flat_out = out.reshape(-1)
     positions = np.zeros((n, P), dtype=np.int32)
     ids = np.zeros((n, P), dtype=np.int32)
     num_masked = np.zeros(n, dtype=np.int64)
@@ -96,19 +114,21 @@ def mask_words(
         hi = min(n, lo + _CHUNK_ROWS)
         starts = None if word_starts is None else word_starts[lo:hi]
         chosen, kind, _ = choose_groups(input_ids[lo:hi], lengths[lo:hi], vocab, config, P, pmf, streams, starts)
-        replacement = vocab.random_ids[streams[3].integers(0, len(vocab.random_ids), size=(hi - lo, L))]
-        block = out[lo:hi]
-        new = np.where(kind == KIND_MASK, vocab.mask_id, np.where(kind == KIND_RANDOM, replacement, block))
-        block[chosen] = new[chosen]
-        k = chosen.sum(axis=1)
+        # Drawn for every position (the stream's next chunk starts after them), used where chosen.
+        draws = streams[3].integers(0, len(vocab.random_ids), size=(hi - lo, L))
+        # The chosen positions, row by row and ascending in each row (at most P per row).
+        at = np.flatnonzero(chosen)
+        row, col = np.divmod(at, L)
+        what = kind.reshape(-1)[at]
+        original = flat_out[lo * L + at]
+        replacement = vocab.random_ids[draws.reshape(-1)[at]]
+        flat_out[lo * L + at] = np.where(what == KIND_MASK, vocab.mask_id, np.where(what == KIND_RANDOM, replacement, original))
+        k = np.bincount(row, minlength=hi - lo)
         num_masked[lo:hi] = k
-        # The chosen positions in ascending order (then L, cut): at most k <= P per row.
-        cols = np.sort(np.where(chosen, np.arange(L)[None, :], L), axis=1)[:, :P]
-        valid = cols < L
-        safe = np.where(valid, cols, 0)
-        positions[lo:hi, : cols.shape[1]] = np.where(valid, cols, 0)
-        ids[lo:hi, : cols.shape[1]] = np.where(valid, np.take_along_axis(input_ids[lo:hi], safe, axis=1), 0)
-        counts += np.bincount(kind[chosen], minlength=3).astype(np.int64)
+        slot = np.arange(len(at)) - np.repeat(np.cumsum(k) - k, k)
+        positions[lo + row, slot] = col
+        ids[lo + row, slot] = original
+        counts += np.bincount(what, minlength=3)
     capped = int(np.count_nonzero(wanted_predictions(lengths, config) > P))
     return MaskedBatch(out, positions, ids, counts, num_masked, capped)
 
@@ -123,62 +143,71 @@ def choose_groups(
     streams: list[np.random.Generator],
     word_starts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chosen positions (bool[n, L]), what each becomes (KIND_*, int[n, L]) and, per
-    position, the rank of the group that took it (-1: none)."""
+    """The chosen positions (bool[n, L]), what each becomes (KIND_*, int8[n, L]) and, per
+    position, the rank of the group that took it (int64[n, L]; -1: none)."""
     n, L = ids.shape
     cand, wid, words, before = word_groups(ids, lengths, vocab, word_starts)
-    budget = np.minimum(P, wanted_predictions(lengths, config))
+    left = np.minimum(P, wanted_predictions(lengths, config))  # budget still to fill
     keys = streams[0].random((n, L))
     np.copyto(keys, 2.0, where=np.arange(L)[None, :] >= words[:, None])
     # A row's first `words` entries: its words, shuffled (the keys below 2 are distinct, so any sort agrees).
     order = np.argsort(keys, axis=1)
     maxn = len(pmf)
     if maxn > 1:
-        # The inverse of the cdf at a uniform (what Generator.choice(p=pmf) does; a sum of maxn - 1
-        # comparisons is faster than its binary search for so short a table).
+        # The inverse of the cdf at a uniform (what Generator.choice(p=pmf) does), taken at the ranks
+        # the loop reaches: the number of cdf steps at or below u, past a first step at -inf.
         cdf = np.cumsum(pmf)
-        u = streams[1].random((n, L)) * cdf[-1]
-        glen = np.ones((n, L), dtype=np.int64)
-        for c in cdf[:-1]:
-            glen += u >= c
-    else:
-        glen = np.ones((n, L), dtype=np.int64)
-    covered = np.zeros((n, L + 1), dtype=bool)  # by word index
-    group = np.full((n, L + 1), -1, dtype=np.int64)  # which rank's group took the word
-    total = np.zeros(n, dtype=np.int64)
-    J = np.arange(1, maxn + 1)
-    active = np.flatnonzero((words > 0) & (total < budget))
+        steps = np.concatenate(([-np.inf], cdf[:-1]))
+        u = streams[1].random((n, L))
+    # By (row, word) in rows of L + 1 (flat): tokens before the word, and the rank of the group that
+    # took it (-1: none). Column L is never taken, so word index -1 (off the candidates) of row i
+    # finds -1 in row i - 1's column L, and row 0's wraps round to the last row's.
+    W = L + 1
+    flat_before = before.reshape(-1)
+    after = flat_before[1:]  # tokens before the next word: up to the end of this one
+    group = np.full(n * W, -1, dtype=np.int64)
+    J = np.arange(maxn)[:, None]
+    # The rows still below their budget with words left to try: their index, words and budget left.
+    a = np.flatnonzero(words > 0)
+    wa, la = words[a], left[a]
     for r in range(L):
-        active = active[(words[active] > r) & (total[active] < budget[active])]
-        if not len(active):
+        keep = (wa > r) & (la > 0)
+        if not keep.all():
+            a, wa, la = a[keep], wa[keep], la[keep]
+        if not len(a):
             break
-        a = active
         s = order[a, r]
-        room = np.minimum(glen[a, r], words[a] - s)  # a group ends at the row's last word
-        ends = np.minimum(s[:, None] + J[None, :], words[a][:, None])
-        tokens = before[a[:, None], ends] - before[a, s][:, None]  # of the first m words, m = 1..maxn
-        fits = (J[None, :] <= room[:, None]) & (total[a][:, None] + tokens <= budget[a][:, None])
-        m = fits.sum(axis=1)  # the longest group that fits (tokens grow with m)
-        span = np.minimum(s[:, None] + J[None, :] - 1, L)
-        inside = J[None, :] <= m[:, None]
-        ok = (m > 0) & ~(covered[a[:, None], span] & inside).any(axis=1)
-        if not ok.any():
-            continue
-        rows = np.broadcast_to(a[ok][:, None], span[ok].shape)[inside[ok]]
-        taken = span[ok][inside[ok]]
-        covered[rows, taken] = True
-        group[rows, taken] = r
-        total[a[ok]] += tokens[ok, m[ok] - 1]
-    safe_wid = np.where(wid >= 0, wid, L)
-    rows_all = np.arange(n)[:, None]
-    chosen = cand & covered[rows_all, safe_wid]
+        room = wa - s  # a group ends at the row's last word
+        if maxn > 1:
+            np.minimum(room, np.searchsorted(steps, u[a, r] * cdf[-1], side="right"), out=room)
+        base = a * W + s  # (row, first word)
+        start = flat_before[base]
+        # (j, row) arrays, j < the longest room: numpy reduces such short columns faster than rows.
+        j = J[: int(room.max())]
+        at = base + j  # word s + j, for j < room (beyond: other words, masked below)
+        # The longest group that fits: its tokens (which grow with its words) within the budget.
+        fits = after.take(at, mode="clip") <= start + la
+        fits &= j < room
+        m = fits.sum(axis=0)
+        inside = j < m
+        busy = group.take(at, mode="clip") >= 0
+        busy &= inside
+        ok = (m > 0) & ~busy.any(axis=0)
+        inside &= ok
+        group[at[inside]] = r
+        m *= ok
+        la -= flat_before[base + m] - start
+    rank = group.take(wid + np.arange(n)[:, None] * W)  # -1 off candidates and off chosen words
+    chosen = rank >= 0
     u = streams[2].random((n, L))
+    r_mask, r_random, _ = config.mask_ratios
+    # KIND_MASK, KIND_RANDOM, KIND_KEEP are 0, 1, 2: how many of the two thresholds u reaches.
+    kind = (u >= r_mask).astype(np.int8)
+    kind += u >= r_mask + r_random
     if config.replace_per == "word":
         # One draw per group: the draw of its rank, shared by all its pieces.
-        u = np.take_along_axis(u, np.clip(group[rows_all, safe_wid], 0, L - 1), axis=1)
-    r_mask, r_random, _ = config.mask_ratios
-    kind = np.where(u < r_mask, KIND_MASK, np.where(u < r_mask + r_random, KIND_RANDOM, KIND_KEEP))
-    return chosen, kind, np.where(chosen, group[rows_all, safe_wid], -1)
+        kind = kind.take(np.maximum(rank, 0) + np.arange(n)[:, None] * L)
+    return chosen, kind, rank
 
 
 class _WordPolicy(MaskingPolicy):

@@ -58,9 +58,10 @@ class _Group(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(0)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            hint = "; run the same command with --resume to continue" if ctx.invoked_subcommand == "build" else ""
+            click.echo(f"Error: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}{hint}", err=True)
+            ctx.exit(143 if isinstance(e, _Terminated) else 130)
 
 
 def _parse_size(value: str) -> int:
@@ -451,6 +452,10 @@ def _build_summary(manifest: Manifest, out_dir: str, seconds: float) -> str:
 @output_options
 @seed_option
 @workers_option
+@click.option("--resume", is_flag=True,
+              help="Continue a build of the same input and options that was killed or interrupted: the units it "
+                   "finished are kept, the rest is redone; the result is the same bytes. Refused (naming the "
+                   "difference) if the input, options or tokenizer changed.")
 @click.option("--compat", type=click.Choice(["none", "google"]), default="none", show_default=True,
               help="google: the instances of Google's create_pretraining_data.py, one for one and in its order, "
                    "from the BERT layout and a vocab.txt; options left unset take its defaults (--dupe-factor 10, "
@@ -505,7 +510,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
 
         manifest = run_build(
             srcs, out_dir, reader=reader, config=config, tokenizer=spec, train=train,
-            workers=workers or default_workers(), overwrite=kw.pop("overwrite"),
+            workers=workers or default_workers(), overwrite=kw.pop("overwrite"), resume_build=kw.pop("resume"),
             on_progress=bar.advance, on_unit=on_unit, on_phase=bar.set_label,
         )
     if not quiet:
@@ -811,8 +816,12 @@ def tokenizer_encode(
         click.echo(f"Warning: {bad:,} input line(s) had invalid UTF-8, replaced by U+FFFD", err=True)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C (workers stopped, temporary shards removed), exit 143."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary shards removed, workers stopped
+    raise _Terminated
 
 
 #: Set by :func:`main`: the process is ours (not a caller's running the commands in-process).

@@ -8,7 +8,8 @@
       tokenizer.model .vocab .json  a tokenizer trained by the build
       .tmp-train-00000.parquet      a shard being written, renamed when every shard is sealed
       .tmp-shuffle/                 the shuffle's spill files and index, removed at the end
-      .tmp-units/                   per-unit records (reserved for resumable builds)
+      .tmp-units/                   completion records of units and splits (mlmcorpus.resume)
+      .tmp-lock                     held (flock) by the build writing here
       .tmp-manifest.json-1a2b3c4d   a file being written by atomic_write
 
 The spill area's own files (one per worker, an index) are the shuffle's to name.  Everything
@@ -20,8 +21,11 @@ manifest, and keeps anything else (a tokenizer the new build may be reading).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 
 from mlmcorpus.errors import OutputError
 
@@ -29,6 +33,7 @@ __all__ = [
     "MANIFEST",
     "atomic_write",
     "fsync_file",
+    "lock",
     "manifest_path",
     "prepare",
     "remove",
@@ -49,6 +54,7 @@ TMP_PREFIX = ".tmp-"
 TMP_SHARD_PREFIX = TMP_PREFIX + "train-"
 SPILL_DIR = TMP_PREFIX + "shuffle"
 UNITS_DIR = TMP_PREFIX + "units"
+LOCK = TMP_PREFIX + "lock"
 
 
 def manifest_path(out_dir: str) -> str:
@@ -88,20 +94,34 @@ def written_by_a_build(name: str) -> bool:
     return name.startswith((SHARD_PREFIX, TMP_PREFIX))
 
 
-def prepare(out_dir: str, overwrite: bool) -> None:
-    """Create ``out_dir``; refuse a non-empty one unless ``overwrite`` (then clear what a build writes)."""
+def prepare(out_dir: str, overwrite: bool, resume: bool = False) -> bool:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite`` (then clear what a build
+    writes) or ``resume``.  Returns whether an interrupted build's records are there to resume
+    (its shards, finished or not, and its manifest are removed; its records and spill stay)."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputError(f"{out_dir}: exists and is not a directory")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise OutputError(f"{out_dir}: output directory is not empty; pass --overwrite to replace it")
+    entries = [n for n in os.listdir(out_dir) if n != LOCK] if os.path.isdir(out_dir) else []
+    interrupted = os.path.isdir(units_dir(out_dir))
+    resuming = False
+    keep: tuple[str, ...] = (LOCK,)
+    if entries:
+        if resume and interrupted:
+            resuming = True
+            keep = (UNITS_DIR, SPILL_DIR, LOCK)
+        elif resume and os.path.exists(manifest_path(out_dir)):
+            raise OutputError(f"{out_dir}: holds a finished build, nothing to resume; pass --overwrite to rebuild it")
+        elif not overwrite and not resume:
+            unfinished = interrupted or (not os.path.exists(manifest_path(out_dir)) and any(map(written_by_a_build, entries)))
+            hint = ("an interrupted build's work is there: pass --resume to continue it, or --overwrite to start over"
+                    if unfinished else "pass --overwrite to replace it")
+            raise OutputError(f"{out_dir}: output directory is not empty; {hint}")
         manifest = manifest_path(out_dir)
         if os.path.exists(manifest):
             os.unlink(manifest)  # first: a directory without a manifest is an incomplete build
         for name in os.listdir(out_dir):
             # Shards and temporaries only: a tokenizer trained by an earlier build may be the
             # --tokenizer of this one.
-            if written_by_a_build(name):
+            if written_by_a_build(name) and name not in keep:
                 try:
                     remove(os.path.join(out_dir, name), strict=True)
                 except OSError as e:
@@ -112,6 +132,45 @@ def prepare(out_dir: str, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: cannot create output directory ({e.strerror or e})") from None
     if not os.access(out_dir, os.W_OK):
         raise OutputError(f"{out_dir}: output directory is not writable")
+    return resuming
+
+
+@contextlib.contextmanager
+def lock(out_dir: str) -> Iterator[None]:
+    """Hold ``OUT/.tmp-lock`` for the whole build: a second build into the same directory is
+    refused with a one-line error.  An ``flock``, so the kernel releases it however the holder
+    ends (SIGKILL included): a lock left by a dead build is never in the way."""
+    import fcntl
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot create output directory or its lock ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder before us may have removed the file between our open and our flock.
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise OutputError(f"{out_dir}: another build ({holder}) is writing there; wait for it or choose "
+                              "another output directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:
+            yield
+        finally:
+            try:
+                os.unlink(path)  # before the unlock: a build opening it next gets a fresh file
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def remove(path: str, strict: bool = False) -> None:

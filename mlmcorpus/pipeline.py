@@ -21,10 +21,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from mlmcorpus import formats, outdir
+from mlmcorpus import faults, formats, outdir, resume
 from mlmcorpus.config import BuildConfig, OutputConfig, default_max_predictions
 from mlmcorpus.engines import Engine, LocalPool
-from mlmcorpus.errors import ConfigError, InputError, OutputError, TokenizerError
+from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
 from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
@@ -59,33 +59,43 @@ def _loaded(spec: TokenizerSpec, sha256: str) -> tuple[Tokenizer, MaskVocab]:
 
 @dataclass(frozen=True)
 class UnitJob:
-    """The whole per-unit job of a build: pair, mask and, with ``spill_dir``, the shuffle's stage 1.
+    """The whole per-unit job of a build: pair, mask and, with ``out_dir``, the spill (the
+    shuffle's stage 1) and the unit's completion record.
 
     Picklable and self-contained (``tokenizer_sha256`` pins the file), so any engine can run
     it anywhere.  ``word_starts``: the rows carry per-piece word starts
-    (:func:`~mlmcorpus.objective.carries_word_starts`).
+    (:func:`~mlmcorpus.objective.carries_word_starts`).  A unit finished before an
+    interruption arrives as its record (a :class:`MaskedUnit`) and is handed back as it is.
     """
 
     tokenizer: TokenizerSpec
     tokenizer_sha256: str
     config: BuildConfig
-    spill_dir: str | None = None
+    out_dir: str | None = None
     word_starts: bool = False
 
     def warm(self) -> None:
         """Load the tokenizer before the first unit (an engine's per-process start)."""
         _loaded(self.tokenizer, self.tokenizer_sha256)
 
-    def __call__(self, unit: Unit) -> MaskedUnit:
+    def __call__(self, item: Unit | MaskedUnit) -> MaskedUnit:
+        if isinstance(item, MaskedUnit):
+            return item
         tok, vocab = _loaded(self.tokenizer, self.tokenizer_sha256)
-        config = self.config
-        masked = unit_rows(unit, tok, vocab, config, self.word_starts)
-        if self.spill_dir is not None and masked.columns is not None:
-            # Scatter here rather than in the parent: the rows never cross the process boundary.
-            o = config.output
-            masked.spill = scatter(self.spill_dir, config.seed, spill_buckets(o), unit.id, masked.columns)
-            masked.columns = None
+        masked = unit_rows(item, tok, vocab, self.config, self.word_starts)
+        if self.out_dir is not None:
+            # Spilled here rather than in the parent: the rows never cross the process boundary.
+            _spill_and_record(masked, self.out_dir, self.config)
         return masked
+
+
+def _spill_and_record(masked: MaskedUnit, out_dir: str, config: BuildConfig) -> None:
+    """Spill a unit's rows (durably), then record it as finished."""
+    if masked.columns is not None:
+        spill_dir = outdir.spill_dir(out_dir)
+        masked.spill = scatter(spill_dir, config.seed, spill_buckets(config.output), masked.unit_id, masked.columns, durable=True)
+        masked.columns = None
+    resume.write_unit_record(out_dir, masked)
 
 
 @dataclass
@@ -112,24 +122,31 @@ class SplitJob:
     tokenizer_sha256: str
     config: BuildConfig
     reader: ReaderConfig
-    spill_dir: str
+    out_dir: str
     word_starts: bool = False
+    #: Look for the records of units finished before an interruption (build --resume).
+    resuming: bool = False
 
     def warm(self) -> None:
         _loaded(self.tokenizer, self.tokenizer_sha256)
 
-    def __call__(self, split: Split) -> SplitResult:
+    def __call__(self, item: Split | SplitResult) -> SplitResult:
+        if isinstance(item, SplitResult):  # read to its end before an interruption
+            return item
+        split = item
         tok, vocab = _loaded(self.tokenizer, self.tokenizer_sha256)
         config = self.config
-        buckets = spill_buckets(config.output)
         read = ReadStats()
         units = []
         for unit in iter_units(_split_documents(split, self.reader, read), config.units):
+            done = resume.read_unit_record(self.out_dir, unit.id) if self.resuming else None
+            if done is not None:
+                units.append(done)
+                continue
             masked = unit_rows(unit, tok, vocab, config, self.word_starts)
-            if masked.columns is not None:
-                masked.spill = scatter(self.spill_dir, config.seed, buckets, unit.id, masked.columns)
-                masked.columns = None
+            _spill_and_record(masked, self.out_dir, config)
             units.append(masked)
+        resume.write_split_record(self.out_dir, split.index, read, [u.unit_id for u in units])
         return SplitResult(split.index, units, read, split.size)
 
 
@@ -243,6 +260,7 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
                         writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
             g_lo = g_hi
         (part,) = writer.finish()
+    faults.point("shard")
     return part
 
 
@@ -273,16 +291,19 @@ def write_shards(
     stats: BuildStats,
     on_unit: Callable[[MaskedUnit], None] | None = None,
     pool: Engine | None = None,
+    resumable: bool = False,
 ) -> list[ShardEntry]:
     """Write every unit's rows, in order; temporary files are removed on failure.
 
     Units either arrive already spilled (``spill``, by the worker that made them) or are
     spilled here; the shards are then written by the workers of ``pool``, or here without
     one.  Without the shuffle the spill is one bucket kept in unit order (:func:`spill_buckets`),
-    so that shards are written the same way whoever made the rows.
+    so that shards are written the same way whoever made the rows.  ``resumable``: after a
+    failure the spill stays, for ``build --resume`` (completion records point into it).
     """
     o = config.output
-    shuffler = TwoStageShuffle(out_dir, config.seed, spill_buckets(o), o.shuffle_mb, permute=o.shuffle)
+    shuffler: TwoStageShuffle | None = TwoStageShuffle(out_dir, config.seed, spill_buckets(o), o.shuffle_mb, permute=o.shuffle)
+    assert shuffler is not None
     try:
         for unit in results:
             if unit.spill is not None:
@@ -290,8 +311,10 @@ def write_shards(
             elif unit.columns is not None:
                 shuffler.add(unit.unit_id, unit.columns)
             stats.add(unit)
+            faults.point("unit")
             if on_unit is not None:
                 on_unit(unit)
+        faults.point("stage2")
         release_memory()  # what stage 1 left in this process
         stage2 = pool if pool is not None else LocalPool(1)
         shards = _write_shuffled(shuffler, out_dir, config, vocab_size, stage2) if shuffler.rows.any() else []
@@ -301,11 +324,15 @@ def write_shards(
         if pool is not None:
             pool.close(cancel=True)  # the running tasks finish before we clean up after them
         outdir.remove_partial_shards(out_dir)
+        if resumable:
+            shuffler.close()
+            shuffler = None
         if isinstance(e, OSError):
             raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
         raise
     finally:
-        shuffler.cleanup()
+        if shuffler is not None:
+            shuffler.cleanup()
     if not shards:
         raise InputError(
             "no instances were produced: NSP pairs need documents of two or more sentences, or several "
@@ -373,6 +400,7 @@ def build(
     train: TrainConfig | None = None,
     workers: int = 1,
     overwrite: bool = False,
+    resume_build: bool = False,
     on_progress: Callable[[int], None] | None = None,
     on_unit: Callable[[MaskedUnit], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
@@ -386,53 +414,102 @@ def build(
     ``engine(workers, warm)`` makes the engine that runs the units (default: the local
     process pool); the output does not depend on it, nor on ``read``: ``workers`` reads each
     split in the worker that processes it, ``client`` reads here and ships units, ``auto``
-    reads in the workers when there are enough splits.  With ``config.compat == "google"`` the
-    build is :func:`mlmcorpus.compat.google.build` (one process; ``workers`` and ``engine`` unused).
+    reads in the workers when there are enough splits.  ``resume_build``: skip the units an
+    interrupted build of the same input, options and tokenizer finished (:mod:`mlmcorpus.resume`);
+    the result is the same bytes.  The output directory is locked for the whole build.  With
+    ``config.compat == "google"`` the build is :func:`mlmcorpus.compat.google.build` (one
+    process; ``workers``, ``engine`` and ``resume_build`` unused).
     """
     if config.compat == "google":
         from mlmcorpus.compat import google
 
         if tokenizer is None:
             raise ConfigError("--compat google: pass the reference's vocab.txt as --tokenizer (it trains none)")
-        return google.build(sources, out_dir, config=config, tokenizer=tokenizer, overwrite=overwrite,
-                            on_progress=on_progress, on_unit=on_unit, on_phase=on_phase)
-    outdir.prepare(out_dir, overwrite)
+        with outdir.lock(out_dir):
+            return google.build(sources, out_dir, config=config, tokenizer=tokenizer, overwrite=overwrite,
+                                on_progress=on_progress, on_unit=on_unit, on_phase=on_phase)
+    with outdir.lock(out_dir):
+        return _build(sources, out_dir, reader, config, tokenizer, train, workers, overwrite, resume_build,
+                      on_progress, on_unit, on_phase, engine, read)
+
+
+def _build(
+    sources: list[Source], out_dir: str, reader: ReaderConfig, config: BuildConfig, tokenizer: TokenizerSpec | None,
+    train: TrainConfig | None, workers: int, overwrite: bool, resume_build: bool,
+    on_progress: Callable[[int], None] | None, on_unit: Callable[[MaskedUnit], None] | None,
+    on_phase: Callable[[str], None] | None, engine: Callable[[int, Callable[[], None]], Engine], read: str,
+) -> Manifest:
+    resuming = outdir.prepare(out_dir, overwrite, resume_build)
+    prior = resume.read_build_record(out_dir) if resuming else None
     trained = tokenizer is None
     if tokenizer is None:
-        if on_phase:
-            on_phase("training tokenizer")
-        trained_tok, _ = train_tokenizer(
-            lambda: iter_sentences(iter_documents(sources, reader, ReadStats(), parts=True)),
-            outdir.tokenizer_prefix(out_dir),
-            train or TrainConfig(),
-            record={"sources": [s.path for s in sources], "reader": asdict(reader)},
-        )
-        tokenizer = TokenizerSpec(trained_tok.path)
+        kept = resume.trained_tokenizer(prior)
+        if kept is not None:  # trained by the interrupted build
+            tokenizer = TokenizerSpec(kept)
+        else:
+            if on_phase:
+                on_phase("training tokenizer")
+            trained_tok, _ = train_tokenizer(
+                lambda: iter_sentences(iter_documents(sources, reader, ReadStats(), parts=True)),
+                outdir.tokenizer_prefix(out_dir),
+                train or TrainConfig(),
+                record={"sources": [s.path for s in sources], "reader": asdict(reader)},
+            )
+            tokenizer = TokenizerSpec(trained_tok.path)
     tok = tokenizer.load()
     check_tokenizer(tok, config)
     if config.pairs.word_splitter is not None:
         load_word_splitter(config.pairs.word_splitter)  # a hook that cannot load fails before any work
     formats.get(config.output.format)  # imported before the workers fork, not in each of them
+    record = resume.build_record(config.as_dict(), asdict(reader), sources, tok.sha256, tok.path, trained)
+    if resuming and not resume.check_build_record(out_dir, record):
+        resuming = False  # killed before it recorded what it was: nothing of it can be trusted
+    if not resuming:
+        resume.clear(out_dir)
+        resume.write_build_record(out_dir, record)
+    faults.point("start")
+    done = resume.load_records(out_dir) if resuming else resume.Records({}, {})
+    if resuming:
+        log.info("resuming: %d units and %d splits finished before", len(done.units), len(done.splits))
+    try:
+        return _run(sources, out_dir, reader, config, tokenizer, tok, trained, workers, done, resuming,
+                    on_progress, on_unit, on_phase, engine, read)
+    except MlmCorpusError:
+        # An error of this build removes what it wrote.  An interruption (Ctrl-C, SIGTERM; a
+        # SIGKILL never gets here) keeps the records and the spill for --resume, and so does a
+        # refusal to start (a non-empty directory, a resume of another build): nothing is lost.
+        resume.clear(out_dir)
+        raise
+
+
+def _run(
+    sources: list[Source], out_dir: str, reader: ReaderConfig, config: BuildConfig, tokenizer: TokenizerSpec,
+    tok: Tokenizer, trained: bool, workers: int, done: resume.Records, resuming: bool,
+    on_progress: Callable[[int], None] | None, on_unit: Callable[[MaskedUnit], None] | None,
+    on_phase: Callable[[str], None] | None, engine: Callable[[int, Callable[[], None]], Engine], read: str,
+) -> Manifest:
+    """The build proper, once the directory, the tokenizer and the records are settled."""
     stats = BuildStats()
     if on_phase:
         on_phase("building")
-    spill_dir = outdir.spill_dir(out_dir)
 
     word_starts = carries_word_starts(tok, config, config.mask.masking)
     splits = plan_splits(sources)
-    job = UnitJob(tokenizer, tok.sha256, config, spill_dir, word_starts)
+    job = UnitJob(tokenizer, tok.sha256, config, out_dir, word_starts)
     with engine(workers, job.warm) as pool:
+        results: Iterator[MaskedUnit]
         if _reads_in_workers(splits, workers, pool.parallel, read):
             # Each worker reads its own splits: this process only plans and collects.
-            split_job = SplitJob(tokenizer, tok.sha256, config, reader, outdir.spill_dir(out_dir), word_starts)
-            results = _units_of(pool.map(split_job, splits), stats, on_progress)
-            shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
+            split_job = SplitJob(tokenizer, tok.sha256, config, reader, out_dir, word_starts, resuming)
+            items = (_finished_split(split, done) or split for split in splits)
+            results = _units_of(pool.map(split_job, items), stats, on_progress)
         else:
             # This process reads; the workers also clean and split the text (split_map).
             split_map = pool.map if pool.parallel else None
             documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
-            results = pool.map(job, iter_units(documents, config.units))
-            shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool)
+            units = (done.units.get(unit.id, unit) for unit in iter_units(documents, config.units))
+            results = pool.map(job, units)
+        shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool, resumable=True)
     manifest = new_manifest(
         config,
         reader=asdict(reader),
@@ -441,5 +518,15 @@ def build(
         shards=shards,
         stats=stats.as_dict(),
     )
+    resume.clear(out_dir)  # before the manifest: a directory with one holds nothing else of ours
+    faults.point("manifest")
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def _finished_split(split: Split, done: resume.Records) -> SplitResult | None:
+    """A split an interrupted build read to its end, from its records."""
+    if split.index not in done.splits:
+        return None
+    read, ids = done.splits[split.index]
+    return SplitResult(split.index, [done.units[u] for u in ids], read, split.size)

@@ -90,7 +90,8 @@ def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
-def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray]) -> SpillUnit | None:
+def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[str, np.ndarray],
+            durable: bool = False) -> SpillUnit | None:
     """Stage 1 for one unit: draw each row's bucket and append the rows, sorted by bucket
     (stable), to this process's spill file.
 
@@ -114,6 +115,9 @@ def scatter(spill_dir: str, seed: int, buckets: int, unit_id: int, cols: dict[st
             f.write(block)
             f.write(b"\0" * (_aligned(len(block)) - len(block)))
             columns.append((name, arr.dtype.str, arr.shape[1] if arr.ndim == 2 else 0))
+        if durable:  # a completion record will point at these rows
+            f.flush()
+            os.fsync(f.fileno())
     return SpillUnit(unit_id, path, start, n, tuple(columns), offsets)
 
 

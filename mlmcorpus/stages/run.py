@@ -134,6 +134,11 @@ def run_write(source: BinaryIO, out_dir: str, *, output: OutputConfig, overwrite
     """
     header, batches = read_stage(source, ("masked",))
     config = replace(header.config, output=output)
+    with outdir.lock(out_dir):
+        return _write(header, batches, out_dir, config, overwrite)
+
+
+def _write(header: StageHeader, batches: Iterator, out_dir: str, config: BuildConfig, overwrite: bool) -> Manifest:
     outdir.prepare(out_dir, overwrite)
     stats = BuildStats()
     trailer: dict = {}

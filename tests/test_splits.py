@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -247,6 +248,7 @@ def test_plan_splits_cuts_only_what_can_be_read_from_an_offset(tmp_path):
     sources = resolve_sources([str(tmp_path)])
     splits = plan_splits(sources, ReaderConfig(), 500)
     assert [s.index for s in splits] == list(range(len(splits)))
+    assert pickle.loads(pickle.dumps(splits)) == splits  # sent to workers
     by_file = {}
     for s in splits:
         by_file.setdefault(os.path.basename(s.source.path), []).append((s.start, s.end))

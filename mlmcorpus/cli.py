@@ -232,8 +232,15 @@ def pair_options(f: Callable) -> Callable:
                      help="Documents per work unit: the pool random next sentences come from."),
         click.option("--unit-chars", type=click.IntRange(min=1), default=2_000_000, show_default=True,
                      help="A work unit also closes at this many characters of text."),
+        split_mb_option,
     ]
     return _apply(options, f)
+
+
+split_mb_option = click.option(
+    "--split-mb", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
+    help="Plan an uncompressed file larger than this as byte ranges of this size, each cut into work units "
+         "on its own and read by a worker of its own (part of the output's identity: recorded).")
 
 
 def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
@@ -245,7 +252,7 @@ def _pair_unit_configs(kw: dict) -> tuple[PairConfig, UnitConfig]:
         packing=kw.pop("packing"),
         word_splitter=kw.pop("word_splitter"),
     )
-    return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"))
+    return pairs, UnitConfig(pool_docs=kw.pop("pool_docs"), unit_chars=kw.pop("unit_chars"), split_mb=kw.pop("split_mb"))
 
 
 def _parse_ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
@@ -364,8 +371,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @reader_options
+@split_mb_option
 @quiet_option
-def stream(sources: tuple[str, ...], quiet: bool, **kw: Any) -> None:
+def stream(sources: tuple[str, ...], quiet: bool, split_mb: int, **kw: Any) -> None:
     """Read raw text and write documents as JSON Lines on stdout.
 
     SOURCES are files, directories (recursive), globs or - for stdin;
@@ -384,7 +392,7 @@ def stream(sources: tuple[str, ...], quiet: bool, **kw: Any) -> None:
     config = _reader_config(kw)
     srcs = resolve_sources(sources, config.input_format)
     with ByteProgress(_total_size(srcs), "stream", enabled=None if not quiet else False) as bar:
-        stats = run_stream(srcs, config, sys.stdout, on_progress=bar.advance)
+        stats = run_stream(srcs, config, sys.stdout, on_progress=bar.advance, split_mb=split_mb)
     if not quiet:
         stderr_console().print(_summary(stats, bar.elapsed))
 

@@ -22,7 +22,7 @@ MAX_PREDICTIONS = 32768
 
 @dataclass(frozen=True)
 class UnitConfig:
-    """How the document stream is cut into work units (never by worker count).
+    """How the input is planned and cut into work units (never by worker count).
 
     A unit closes when it holds ``pool_docs`` documents or ``unit_chars``
     characters of sentence text, whichever comes first.  The unit's documents are the pool
@@ -31,8 +31,13 @@ class UnitConfig:
 
     pool_docs: int = 1000
     unit_chars: int = 2_000_000
+    #: An uncompressed file larger than this is planned as byte ranges of this size, each cut
+    #: into units on its own (``readers.plan_splits``); what a worker reads at a time.
+    split_mb: int = 64
 
     def __post_init__(self) -> None:
+        if not 1 <= self.split_mb <= 1 << 20:
+            raise ConfigError(f"--split-mb: must be between 1 and {1 << 20}, got {self.split_mb}")
         if self.pool_docs < 1:
             raise ConfigError(f"--pool-docs: must be at least 1, got {self.pool_docs}")
         if self.unit_chars < 1:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from mlmcorpus import faults, formats, outdir, resume
-from mlmcorpus.config import BuildConfig, OutputConfig, default_max_predictions
+from mlmcorpus.config import BuildConfig, OutputConfig, UnitConfig, default_max_predictions
 from mlmcorpus.engines import Engine, LocalPool
 from mlmcorpus.errors import ConfigError, InputError, MlmCorpusError, OutputError, TokenizerError
 from mlmcorpus.formats.base import SealedShard, finish_shards, shard_rows
@@ -30,7 +30,18 @@ from mlmcorpus.manifest import Manifest, ShardEntry, new_manifest, tokenizer_rec
 from mlmcorpus.masking import MaskVocab
 from mlmcorpus.objective import CAPPED_ROWS, carries_word_starts, check_tokenizer, pair_unit, unit_rows
 from mlmcorpus.schema import RowLayout
-from mlmcorpus.readers import Document, ReaderConfig, ReadStats, Source, iter_documents, iter_sentences
+from mlmcorpus.readers import (
+    ReaderConfig,
+    ReadStats,
+    Source,
+    Split,
+    iter_documents,
+    iter_plan_documents,
+    iter_sentences,
+    iter_split_documents,
+    no_documents_message,
+    plan_splits,
+)
 from mlmcorpus.runtime import release_memory
 from mlmcorpus.segments import segment_unit
 from mlmcorpus.shuffle import TwoStageShuffle, scatter
@@ -106,6 +117,7 @@ class SplitResult:
     units: list[MaskedUnit]
     read: ReadStats
     bytes: int  # on-disk bytes of the split, for progress
+    name: str = ""  # of its file, when the split starts it (for the no-documents error)
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ class SplitJob:
         config = self.config
         read = ReadStats()
         units = []
-        for unit in iter_units(_split_documents(split, self.reader, read), config.units):
+        for unit in iter_units(iter_split_documents(split, self.reader, read), config.units):
             done = resume.read_unit_record(self.out_dir, unit.id) if self.resuming else None
             if done is not None:
                 units.append(done)
@@ -147,31 +159,19 @@ class SplitJob:
             _spill_and_record(masked, self.out_dir, config)
             units.append(masked)
         resume.write_split_record(self.out_dir, split.index, read, [u.unit_id for u in units])
-        return SplitResult(split.index, units, read, split.size)
+        return SplitResult(split.index, units, read, _split_bytes(split), split.source.name if split.start == 0 else "")
 
 
-@dataclass(frozen=True)
-class Split:
-    """A piece of the input plan: for now one whole source."""
-
-    index: int
-    source: Source
-    size: int
+def plan(sources: list[Source], reader: ReaderConfig, units: UnitConfig) -> list[Split]:
+    """The splits of a build's input: a function of the sources and the options alone."""
+    return plan_splits(sources, reader, units.split_mb << 20)
 
 
-def plan_splits(sources: list[Source]) -> list[Split]:
-    """The splits of the input: a function of the sources alone."""
-    out = []
-    for i, s in enumerate(sources):
-        size = os.path.getsize(s.path) if s.path != "-" and os.path.isfile(s.path) else 0
-        out.append(Split(i, s, size))
-    return out
-
-
-def _split_documents(split: Split, reader: ReaderConfig, stats: ReadStats) -> Iterator[Document]:
-    for doc in iter_documents([split.source], reader, stats, require_documents=False, parts=True):
-        doc.split = split.index
-        yield doc
+def _split_bytes(split: Split) -> int:
+    """The on-disk bytes of a split, for progress."""
+    if split.size is None:
+        return 0
+    return (split.size if split.end is None else split.end) - split.start
 
 
 #: Read the splits in the workers when there are at least this many per worker (else the
@@ -182,7 +182,7 @@ _SPLITS_PER_WORKER = 2
 def _reads_in_workers(splits: list[Split], workers: int, parallel: bool, read: str) -> bool:
     if read != "auto":
         return read == "workers"
-    streams = any(s.source.path == "-" or not os.path.isfile(s.source.path) for s in splits)
+    streams = any(s.size is None for s in splits)  # stdin, a pipe: read once, here
     return parallel and not streams and len(splits) >= _SPLITS_PER_WORKER * workers
 
 
@@ -374,17 +374,16 @@ def _warn_if_capped(stats: BuildStats, config: BuildConfig) -> None:
 def _units_of(results: Iterable[SplitResult], stats: BuildStats, on_progress: Callable[[int], None] | None) -> Iterator[MaskedUnit]:
     """The units of the splits' results, in plan order; what the workers read goes to ``stats``.
     No document in any split is the reader's error, as when one process reads everything."""
-    sources = []
+    names = []
     for result in results:
         stats.read.merge(result.read)
-        sources.append(result.split)
+        if result.name:
+            names.append(result.name)
         if on_progress is not None:
             on_progress(result.bytes)
         yield from result.units
     if stats.read.documents == 0:
-        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.read.skipped.items()))
-        where = f"{len(sources)} files" if len(sources) != 1 else "the input"
-        raise InputError(f"{where}: no documents found" + (f" (skipped: {skipped})" if skipped else " (the input is empty)"))
+        raise InputError(no_documents_message(names, stats.read))
 
 
 # ---------------------------------------------------------------- the whole build
@@ -494,7 +493,7 @@ def _run(
         on_phase("building")
 
     word_starts = carries_word_starts(tok, config, config.mask.masking)
-    splits = plan_splits(sources)
+    splits = plan(sources, reader, config.units)
     job = UnitJob(tokenizer, tok.sha256, config, out_dir, word_starts)
     with engine(workers, job.warm) as pool:
         results: Iterator[MaskedUnit]
@@ -506,7 +505,7 @@ def _run(
         else:
             # This process reads; the workers also clean and split the text (split_map).
             split_map = pool.map if pool.parallel else None
-            documents = iter_documents(sources, reader, stats.read, on_progress=on_progress, split_map=split_map, parts=True)
+            documents = iter_plan_documents(splits, reader, stats.read, split_map=split_map, on_progress=on_progress)
             units = (done.units.get(unit.id, unit) for unit in iter_units(documents, config.units))
             results = pool.map(job, units)
         shards = write_shards(results, out_dir, config, tok.vocab_size, stats, on_unit=on_unit, pool=pool, resumable=True)
@@ -529,4 +528,5 @@ def _finished_split(split: Split, done: resume.Records) -> SplitResult | None:
     if split.index not in done.splits:
         return None
     read, ids = done.splits[split.index]
-    return SplitResult(split.index, [done.units[u] for u in ids], read, split.size)
+    return SplitResult(split.index, [done.units[u] for u in ids], read, _split_bytes(split),
+                       split.source.name if split.start == 0 else "")

@@ -71,10 +71,10 @@ def test_workers_1_and_2_give_identical_shards(built, runner, spm_model, tmp_pat
 def test_splits_read_by_the_workers_or_by_this_process_give_identical_shards(spm_model, tmp_path, options):
     """Who reads a split (each worker its own, or this process shipping units) never reaches
     the output: same shard bytes and stats, with 1 and 2 workers, shuffled or not."""
-    from mlmcorpus.pipeline import plan_splits
+    from mlmcorpus.pipeline import plan
 
     sources = resolve_sources([str(SAMPLE)])
-    assert len(plan_splits(sources)) == 4
+    assert len(plan(sources, ReaderConfig(), UnitConfig())) == 4
     config = BuildConfig(units=UnitConfig(pool_docs=25), output=OutputConfig(shard_rows=300, **options))
     results = {}
     for read, workers in [("client", 1), ("client", 2), ("workers", 1), ("workers", 2)]:
@@ -89,6 +89,46 @@ def test_splits_read_by_the_workers_or_by_this_process_give_identical_shards(spm
     assert len(first[0]) >= 3 and first[1]["units"] >= 8
     for key, value in results.items():
         assert value == first, key
+
+
+@pytest.fixture(scope="module")
+def big_jsonl(tmp_path_factory) -> Path:
+    """A 2.7 MB uncompressed JSON Lines file: three splits at --split-mb 1."""
+    path = tmp_path_factory.mktemp("big") / "ko.jsonl"
+    text = (SAMPLE / "ko_wiki.jsonl").read_text(encoding="utf-8")
+    path.write_text(text * 30, encoding="utf-8")
+    return path
+
+
+def test_byte_range_splits_give_the_same_shards_whoever_reads_them(spm_model, tmp_path, big_jsonl, runner):
+    """A file cut into byte ranges: each range is cut into units on its own (so the plan is part
+    of the output's identity), and read by this process or by the workers, or through
+    stream | pairs | mask | write, the bytes are the same."""
+    from mlmcorpus.pipeline import plan
+
+    sources = resolve_sources([str(big_jsonl)])
+    units = UnitConfig(pool_docs=50, split_mb=1)
+    assert [(s.start, s.end) for s in plan(sources, ReaderConfig(), units)] == [(0, 1 << 20), (1 << 20, 2 << 20), (2 << 20, None)]
+    config = BuildConfig(units=units, output=OutputConfig(shard_rows=2000))
+    results = {}
+    for read, workers in [("client", 1), ("workers", 2), ("client", 2)]:
+        out = tmp_path / f"{read}-{workers}"
+        m = build(sources, str(out), reader=ReaderConfig(), config=config, tokenizer=TokenizerSpec(str(spm_model)),
+                  workers=workers, read=read)
+        results[read, workers] = (sha_of_shards(out), m.stats)
+    assert len({json.dumps(v, sort_keys=True) for v in results.values()}) == 1
+    whole = build(sources, str(tmp_path / "whole"), reader=ReaderConfig(), config=BuildConfig(
+        units=UnitConfig(pool_docs=50), output=OutputConfig(shard_rows=2000)), tokenizer=TokenizerSpec(str(spm_model)))
+    assert whole.stats["documents"] == results["client", 1][1]["documents"]  # the same documents...
+    assert whole.stats["units"] < results["client", 1][1]["units"]  # ...cut into units per range
+    # The stage pipeline plans the same splits.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    tok = str(spm_model)
+    cmd = (f"{sys.executable} -m mlmcorpus stream {big_jsonl} --split-mb 1 -q | "
+           f"{sys.executable} -m mlmcorpus pairs --tokenizer {tok} --pool-docs 50 --split-mb 1 -q | "
+           f"{sys.executable} -m mlmcorpus mask -q | {sys.executable} -m mlmcorpus write {tmp_path / 'pipe'} --shard-size 2000 -q")
+    subprocess.run(cmd, shell=True, check=True, env=env)
+    assert sha_of_shards(tmp_path / "pipe") == results["client", 1][0]
 
 
 def test_documents_read_in_parts_give_the_same_shards(built, runner, spm_model, tmp_path, monkeypatch):

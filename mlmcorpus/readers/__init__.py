@@ -6,7 +6,8 @@ each file (:mod:`.opening`), reads it line by line with a cap on line length,
 repairs and normalises the text and splits prose into sentences (:mod:`.cleaning`)
 and yields one :class:`Document` at a time (:mod:`.records`; with ``parts=True``,
 a long document in parts, so that what the reader holds is bounded by characters
-whatever the document sizes: a book, a whole file).
+whatever the document sizes: a book, a whole file).  :mod:`.splits` plans the
+sources as splits (byte ranges of large files) and reads one split on its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from mlmcorpus.readers.sources import COMPRESSIONS, FORMATS, Source, detect_form
 from mlmcorpus.readers.stats import ReadStats
 
 __all__ = [
+    "Split",
+    "can_split",
+    "iter_split_documents",
+    "plan_splits",
+    "iter_plan_documents",
+    "no_documents_message",
     "FORMATS",
     "COMPRESSIONS",
     "Document",
@@ -172,6 +179,16 @@ def _read_source(
             if pos > last:
                 on_progress(pos - last)
         opened.close()
+
+
+from mlmcorpus.readers.splits import (  # noqa: E402  (uses _read_source)
+    Split,
+    can_split,
+    iter_plan_documents,
+    iter_split_documents,
+    no_documents_message,
+    plan_splits,
+)
 
 
 def iter_sentences(documents: Iterable[Document]) -> Iterator[str]:

@@ -81,8 +81,9 @@ def _prose_splitter(config: ReaderConfig) -> _ProseSplitter:
 class _PartedDocument:
     """Document ``n`` of a source as it is read: handed on in parts of about _PART_CHARS characters."""
 
-    def __init__(self, source: Source, split: int = 0):
+    def __init__(self, source: Source, prefix: str | None = None, split: int = 0):
         self.source = source
+        self.prefix = f"{source.name}:" if prefix is None else prefix  # the id is prefix + n
         self.split = split
         self.n = 0  # documents of the source ended so far
         self.count = 0  # sentences of this document so far, handed on or not
@@ -96,7 +97,7 @@ class _PartedDocument:
         """
         for sentence in sentences:
             if self._chars >= _PART_CHARS:
-                yield Document(f"{self.source.name}:{self.n}", self._held, self.source.name, more=True, split=self.split)
+                yield Document(f"{self.prefix}{self.n}", self._held, self.source.name, more=True, split=self.split)
                 self._held, self._chars = [], 0
             self._held.append(sentence)
             self._chars += len(sentence)
@@ -104,7 +105,7 @@ class _PartedDocument:
 
     def end(self) -> Document:
         """The document's last part; the next sentences start document ``n + 1``."""
-        last = Document(f"{self.source.name}:{self.n}", self._held, self.source.name, split=self.split)
+        last = Document(f"{self.prefix}{self.n}", self._held, self.source.name, split=self.split)
         self.n += 1
         self.count, self._held, self._chars = 0, [], 0
         return last
@@ -170,24 +171,48 @@ class _DocumentReader:
         yield from self._capped(doc_id, sentences, source, split)
 
     def read(self, source: Source, stream: BinaryIO, fmt: str) -> Iterator[Document | _Pending]:
+        lines = _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict)
+        return self.read_lines(source, lines, fmt)
+
+    def read_lines(
+        self, source: Source, lines: Iterable[tuple[int, bytes | None]], fmt: str, at: str | None = None, doc_prefix: str | None = None
+    ) -> Iterator[Document | _Pending]:
+        """The documents of ``lines``, (n, bytes or None for a line over the cap), as :func:`_iter_lines` yields them.
+
+        A line is named ``at + n`` in messages (by default ``name:lineno``) and a document of the
+        BERT layout or plain text is ``doc_prefix + k`` (by default ``name:k``).  Reading a byte
+        range of a file (:mod:`.splits`) passes byte offsets and its own prefixes.
+        """
+        at = f"{source.name}:" if at is None else at
         if fmt == "bert":
-            yield from self._read_bert(source, stream)
+            yield from self._read_bert(source, lines, at, _PartedDocument(source, doc_prefix, self.split))
         elif fmt == "jsonl":
-            yield from self._read_jsonl(source, stream)
+            yield from self._read_jsonl(source, lines, at)
         elif fmt == "text":
-            yield from self._read_text(source, stream)
+            yield from self._read_text(source, lines, at, _PartedDocument(source, doc_prefix, self.split))
         else:  # pragma: no cover - guarded by ReaderConfig/resolve_sources
             raise InputError(f"{source.name}: unknown format {fmt!r}")
 
-    def _read_bert(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
-        doc = _PartedDocument(source, self.split)
+    def bert_line(self, raw: bytes, where: str) -> str:
+        """A line of the BERT layout as its reader takes it: decoded, cleaned, spaces collapsed ('' is blank)."""
+        # Without the line break, a clean line is printable and clean() skips its search.
+        return " ".join(self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), where)).split())
+
+    def is_blank(self, fmt: str, raw: bytes) -> bool:
+        """Whether ``raw`` (a line within the cap, the BOM dropped at byte 0) is blank to the reader of ``fmt``.
+
+        The very tests of ``_read_bert`` and ``_read_text``: a blank line ends a document there.
+        """
+        if fmt == "bert":
+            return not self.bert_line(raw, "")
+        return not self.cleaner.decode(raw, "").strip()
+
+    def _read_bert(self, source: Source, lines: Iterable[tuple[int, bytes | None]], at: str, doc: _PartedDocument) -> Iterator[Document]:
         try:
-            for lineno, raw in _iter_lines(stream, self.config.max_line_bytes, self.stats, source.name, self.config.strict):
+            for lineno, raw in lines:
                 if raw is None:
                     continue
-                # Without the line break, a clean line is printable and clean() skips its search.
-                line = self.cleaner.clean(self.cleaner.decode(raw.rstrip(b"\r\n"), f"{source.name}:{lineno}"))
-                line = " ".join(line.split())
+                line = self.bert_line(raw, f"{at}{lineno}")
                 if line:
                     yield from doc.add([line])
                     if doc.count >= self.config.max_doc_sentences:
@@ -204,12 +229,12 @@ class _DocumentReader:
         if doc.count:
             yield doc.end()
 
-    def _read_text(self, source: Source, stream: BinaryIO) -> Iterator[Document]:
+    def _read_text(self, source: Source, lines: Iterable[tuple[int, bytes | None]], at: str, doc: _PartedDocument) -> Iterator[Document]:
         cap = self.config.max_line_bytes
         per_file = self.config.doc_boundary == "file"
         para: list[str] = []
         para_bytes = 0
-        doc = _PartedDocument(source, self.split)
+
 
         def flush_para() -> Iterator[Document]:
             """The lines up to a blank line, into paragraphs by the one rule of text_sentences."""
@@ -219,10 +244,10 @@ class _DocumentReader:
             para, para_bytes = [], 0
 
         try:
-            for lineno, raw in _iter_lines(stream, cap, self.stats, source.name, self.config.strict):
+            for lineno, raw in lines:
                 if raw is None:
                     continue
-                line = self.cleaner.decode(raw, f"{source.name}:{lineno}")
+                line = self.cleaner.decode(raw, f"{at}{lineno}")
                 if line.strip():
                     para.append(line)
                     para_bytes += len(raw)
@@ -263,15 +288,15 @@ class _DocumentReader:
             "continuing it as a new document (is the document boundary right?)",
         )
 
-    def _read_jsonl(self, source: Source, stream: BinaryIO) -> Iterator[Document | _Pending]:
+    def _read_jsonl(self, source: Source, lines: Iterable[tuple[int, bytes | None]], at: str) -> Iterator[Document | _Pending]:
         cfg = self.config
         field_name = cfg.text_field
-        for lineno, raw in _iter_lines(stream, cfg.max_line_bytes, self.stats, source.name, cfg.strict):
+        for lineno, raw in lines:
             if raw is None:
                 continue
             if not raw.strip():
                 continue
-            where = f"{source.name}:{lineno}"
+            where = f"{at}{lineno}"
             line = self.cleaner.decode(raw, where)
             try:
                 record = json.loads(line)

@@ -18,8 +18,8 @@ from mlmcorpus.errors import ConfigError
 from mlmcorpus.manifest import Manifest, new_manifest, tokenizer_record, write_manifest
 from mlmcorpus.masking import MaskVocab
 from mlmcorpus.objective import carries_word_starts, check_tokenizer, instances_of, mask_unit
-from mlmcorpus.pipeline import PairJob, SegmentJob, write_shards
-from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_documents
+from mlmcorpus.pipeline import PairJob, SegmentJob, plan, write_shards
+from mlmcorpus.readers import ReaderConfig, ReadStats, Source, iter_plan_documents, plan_splits
 from mlmcorpus.stages.stream import (
     TRAILER_UNIT,
     StageHeader,
@@ -42,11 +42,17 @@ def run_stream(
     sink: TextIO,
     stats: ReadStats | None = None,
     on_progress: Callable[[int], None] | None = None,
+    split_mb: int = UnitConfig().split_mb,
 ) -> ReadStats:
-    """Write the documents of ``sources`` as JSON Lines (``{"id", "sentences"}``) to ``sink``."""
+    """Write the documents of ``sources`` as JSON Lines (``{"id", "sentences", "split"}``) to ``sink``.
+
+    The documents are those of the build's plan (``split_mb`` as there), each with its split,
+    so that `pairs` reading this stream cuts the units `build` cuts.
+    """
     stats = stats if stats is not None else ReadStats()
     write = sink.write
-    for doc in iter_documents(sources, reader, stats, on_progress=on_progress):
+    splits = plan_splits(sources, reader, split_mb << 20)
+    for doc in iter_plan_documents(splits, reader, stats, parts=False, on_progress=on_progress):
         write(doc.to_json())
         write("\n")
     sink.flush()
@@ -81,7 +87,7 @@ def run_pairs(
     # `mask` chooses the policy: carry the word starts whenever a word-level one would need them.
     word_starts = carries_word_starts(tok, config, None)
     out = StageWriter(sink, "segments" if seed is None else "pairs", header, word_starts)
-    docs = iter_documents(sources, reader, stats, parts=True)
+    docs = iter_plan_documents(plan(sources, reader, units), reader, stats)
     if seed is None:
         segments = SegmentJob(tokenizer, tok.sha256, config, word_starts)
         for seg in map_ordered(segments, iter_units(docs, units), workers, segments.warm):

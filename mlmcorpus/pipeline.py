@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mlmcorpus import formats, outdir
 from mlmcorpus.config import BuildConfig, default_max_predictions
@@ -134,10 +135,22 @@ class _ShardTask:
     total_rows: int
 
 
-@functools.lru_cache(maxsize=1)
+# The stage-2 shuffle a thread last loaded, as ((index, run), shuffle): the tasks of one stage 2
+# share it.  Per thread, as a Dask worker may write several shards at once (a shuffle keeps the
+# permutation it last drew and its maps).
+_STAGE2 = threading.local()
+
+
 def _shuffled_groups(index: str, run: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
-    """The stage-2 shuffle of run ``run``, loaded once per process (the tasks of one stage 2 share it)."""
-    return TwoStageShuffle.load(index, seed, buckets, memory_mb)
+    """The stage-2 shuffle of run ``run``, loaded once per thread."""
+    cached = getattr(_STAGE2, "shuffle", None)
+    if cached is None or cached[0] != (index, run):
+        cached = _STAGE2.shuffle = ((index, run), TwoStageShuffle.load(index, seed, buckets, memory_mb))
+    return cached[1]
+
+
+def _forget_stage2() -> None:
+    _STAGE2.shuffle = None
 
 
 def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
@@ -150,17 +163,23 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     shuffler = _shuffled_groups(task.index, task.run, task.config.seed, o.shuffle_buckets, o.shuffle_mb)
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
-    with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
-        step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
-        g_lo = 0
-        for g, n in enumerate(shuffler.group_rows):
-            g_hi = g_lo + n
-            if g_lo < hi and g_hi > lo:
-                with shuffler.open_group(g) as group:
-                    for start in range(max(lo, g_lo), min(hi, g_hi), step):
-                        writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
-            g_lo = g_hi
-        (part,) = writer.finish()
+    try:
+        with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
+            step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
+            g_lo = 0
+            for g, n in enumerate(shuffler.group_rows):
+                g_hi = g_lo + n
+                if g_lo < hi and g_hi > lo:
+                    with shuffler.open_group(g) as group:
+                        for start in range(max(lo, g_lo), min(hi, g_hi), step):
+                            writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
+                g_lo = g_hi
+            (part,) = writer.finish()
+    finally:
+        # Unmap the spill files after every task (the next one maps them again in microseconds):
+        # a worker that outlives the build (a Dask worker) would otherwise hold the removed files'
+        # disk space, and on NFS keep the spill folder from being removed (.nfs* files).
+        shuffler.close()
     return part
 
 
@@ -168,18 +187,17 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
     per_shard = shard_rows(config.output, RowLayout.of(config, vocab_size))
-    index = shuffler.save_index()
+    # Absolute paths: a task may run on a worker whose working directory is another.
+    index = os.path.abspath(shuffler.save_index())
     run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
-        _ShardTask(k, index, run, config, out_dir, vocab_size, per_shard, total) for k in range(-(-total // per_shard))
+        _ShardTask(k, index, run, config, os.path.abspath(out_dir), vocab_size, per_shard, total)
+        for k in range(-(-total // per_shard))
     ]
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
-        # When stage 2 ran in this process: unmap the spill files before they are removed.
-        if _shuffled_groups.cache_info().currsize:
-            _shuffled_groups(index, run, config.seed, config.output.shuffle_buckets, config.output.shuffle_mb).close()
-        _shuffled_groups.cache_clear()
+        _forget_stage2()  # when stage 2 ran in this process (its tasks unmapped their files)
 
 
 def write_shards(
@@ -319,9 +337,10 @@ def build(
     stats = BuildStats()
     if on_phase:
         on_phase("building")
-    spill_dir = outdir.spill_dir(out_dir) if config.output.shuffle else None
-
-    job = UnitJob(tokenizer, tok.sha256, config, spill_dir, carries_word_starts(tok, config, config.mask.masking))
+    # The job's paths are absolute: it may run on a worker whose working directory is another.
+    spill_dir = os.path.abspath(outdir.spill_dir(out_dir)) if config.output.shuffle else None
+    job_tokenizer = replace(tokenizer, path=os.path.abspath(tokenizer.path))
+    job = UnitJob(job_tokenizer, tok.sha256, config, spill_dir, carries_word_starts(tok, config, config.mask.masking))
     with engine(workers, job.warm) as pool:
         # The workers also clean and split the text (split_map): this process only reads.
         split_map = pool.map if pool.parallel else None

@@ -73,6 +73,15 @@ def _job_name(fn: Callable) -> str:
     return name.strip("_") or "task"
 
 
+def _start_local_worker(warm: Callable[[], None] | None) -> None:
+    """What a worker of our own LocalCluster runs first (a cluster we attach to is not ours to tune)."""
+    from mlmcorpus import runtime
+
+    if warm is not None:
+        warm()
+    runtime.tune_gc()
+
+
 class DaskEngine(Engine):
     """Runs jobs on a Dask cluster: a ``LocalCluster`` of ``workers`` processes, or the
     cluster of ``scheduler`` (then ``workers`` is not used).
@@ -126,7 +135,10 @@ class DaskEngine(Engine):
                     ) from None
             threads = sum(self._client.nthreads().values())
             self.limit = in_flight or 2 * max(threads, 1)
-            if warm is not None:
+            if self._cluster is not None:
+                # Workers of ours (as a local pool's): the warm-up, then our collector settings.
+                self._client.run(_start_local_worker, warm)
+            elif warm is not None:
                 # On the workers there now; one that joins later (restarted, added) warms up on its
                 # first task, through the job's own per-process cache.  (A WorkerPlugin would also
                 # reach those, but stays registered on a cluster that outlives the build.)

@@ -106,6 +106,11 @@ def test_map_is_ordered_and_bounded(cluster):
         assert max(ahead) == 3  # never more than in_flight out, and the bound is reached
     with DaskEngine(0, scheduler=cluster.scheduler_address) as engine:
         assert engine.limit == 4  # 2 x the cluster's threads
+        cluster.scale(3)
+        engine.client.wait_for_workers(3, timeout=30)
+        engine._sized -= 10  # as if the last look was 10 s ago
+        assert engine.limit == 6  # workers that join during a build are used
+    cluster.scale(2)
 
 
 def test_a_job_error_propagates_and_stops_new_work(cluster):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -55,6 +56,8 @@ log = logging.getLogger("mlmcorpus")
 
 #: How long to wait for the first worker of a running scheduler before giving up.
 WORKER_TIMEOUT = 120.0
+#: How often a map looks up the cluster's size again.
+RESIZE_SECONDS = 5.0
 #: How long to wait for a running scheduler to answer.
 CONNECT_TIMEOUT = 30.0
 
@@ -87,7 +90,7 @@ class DaskEngine(Engine):
     cluster of ``scheduler`` (then ``workers`` is not used).
 
     ``warm()`` runs once on every worker present (loading the tokenizer); ``in_flight`` bounds the
-    futures a map has out (default: twice the cluster's threads when the engine starts).
+    futures a map has out (default: twice the cluster's threads, see :attr:`limit`).
     """
 
     def __init__(
@@ -133,8 +136,9 @@ class DaskEngine(Engine):
                         f"--scheduler {scheduler}: no Dask worker connected within {worker_timeout:g} s "
                         "(start some with: dask worker " + scheduler + ")"
                     ) from None
-            threads = sum(self._client.nthreads().values())
-            self.limit = in_flight or 2 * max(threads, 1)
+            self._in_flight = in_flight
+            self._sized = time.monotonic()
+            self._limit = in_flight or self._twice_the_threads()
             if self._cluster is not None:
                 # Workers of ours (as a local pool's): the warm-up, then our collector settings.
                 self._client.run(_start_local_worker, warm)
@@ -146,6 +150,18 @@ class DaskEngine(Engine):
         except BaseException:
             self.close(cancel=True)
             raise
+
+    @property
+    def limit(self) -> int:
+        """The futures a map may have out: ``in_flight``, or twice the cluster's threads, looked up
+        again every few seconds (workers of a batch system join while the build runs)."""
+        if self._in_flight is None and time.monotonic() - self._sized > RESIZE_SECONDS and self._client is not None:
+            self._sized = time.monotonic()
+            self._limit = self._twice_the_threads()
+        return self._limit
+
+    def _twice_the_threads(self) -> int:
+        return 2 * max(sum(self._client.nthreads().values()), 1)
 
     @property
     def client(self) -> Any:
@@ -168,7 +184,8 @@ class DaskEngine(Engine):
         try:
             for i, item in enumerate(items):
                 pending.append(client.submit(fn, item, key=f"{prefix}-{i}", pure=False, retries=self.retries))
-                while len(pending) >= self.limit:
+                limit = self.limit
+                while len(pending) >= limit:
                     yield self._result(pending.popleft())
             while pending:
                 yield self._result(pending.popleft())

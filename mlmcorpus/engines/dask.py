@@ -77,9 +77,15 @@ def _job_name(fn: Callable) -> str:
 
 
 def _start_local_worker(warm: Callable[[], None] | None) -> None:
-    """What a worker of our own LocalCluster runs first (a cluster we attach to is not ours to tune)."""
+    """What a worker of our own LocalCluster runs first, as a local pool's (a cluster we attach to
+    is not ours to tune): Ctrl-C reaches the whole process group, and the client stops the cluster
+    (a worker stopping by itself prints a traceback and loses its task)."""
     from mlmcorpus import runtime
 
+    try:
+        runtime.ignore_sigint()
+    except ValueError:  # pragma: no cover - not the worker's main thread
+        pass
     if warm is not None:
         warm()
     runtime.tune_gc()

@@ -35,6 +35,11 @@ from typing import Any, TypeVar
 from mlmcorpus.engines.base import Engine
 from mlmcorpus.errors import MlmCorpusError
 
+__all__ = ["DaskEngine", "require_distributed"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 def _import_distributed() -> Any:
     try:
@@ -46,13 +51,6 @@ def _import_distributed() -> Any:
 
 #: ``dask.distributed``, or None when it is not installed (an optional dependency).
 distributed = _import_distributed()
-
-__all__ = ["DaskEngine", "require_distributed"]
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-log = logging.getLogger("mlmcorpus")
 
 #: How long to wait for the first worker of a running scheduler before giving up.
 WORKER_TIMEOUT = 120.0

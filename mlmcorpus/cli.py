@@ -469,10 +469,17 @@ def _build_summary(manifest: Manifest, out_dir: str, seconds: float) -> str:
                    "from the BERT layout and a vocab.txt; options left unset take its defaults (--dupe-factor 10, "
                    "--max-predictions-per-seq 20, --lowercase). Holds the corpus in memory and runs in one "
                    "process, as the reference does; reader options do not apply (lines are read as they are).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default=None,
+              help="Where units run: local worker processes, or a Dask cluster (a LocalCluster of --workers "
+                   "processes, or the one of --scheduler) [default: local, dask with --scheduler]. The output "
+                   "is the same.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Address of a running Dask scheduler (tcp://host:8786): build on its workers (implies "
+                   "--engine dask). The output directory must be a path every worker can see.")
 @reader_options
 @quiet_option
 def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, seed: int, workers: int | None,
-          quiet: bool, compat: str, **kw: Any) -> None:
+          quiet: bool, compat: str, engine: str | None, scheduler: str | None, **kw: Any) -> None:
     """Build a masked-LM pretraining corpus: text in, trainer-ready shards out.
 
     Reads SOURCES, tokenises with --tokenizer (or trains a sentencepiece
@@ -488,6 +495,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
         mlmcorpus build wiki.jsonl.gz -o wiki/ --tokenizer bert-base-uncased_vocab.txt --dupe-factor 5
         mlmcorpus build books/ -o books/ --input-format text --doc-boundary file --format numpy
         mlmcorpus build wiki.txt -o wiki/ --tokenizer vocab.txt --compat google --seed 12345
+        mlmcorpus build wiki.jsonl.gz -o /shared/wiki/ --tokenizer vocab.txt --scheduler tcp://10.0.0.5:8786
     """
     from mlmcorpus.config import BuildConfig
     from mlmcorpus.engines.local import default_workers
@@ -496,6 +504,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
     _tune_gc()
 
     setup_logging(quiet)
+    make_engine = _engine_factory(engine, scheduler, workers, compat, quiet)
     if compat == "google":
         _reference_defaults(kw, workers)
     reader = _reader_config(kw)
@@ -520,9 +529,33 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
             srcs, out_dir, reader=reader, config=config, tokenizer=spec, train=train,
             workers=workers or default_workers(), overwrite=kw.pop("overwrite"), resume_build=kw.pop("resume"),
             on_progress=bar.advance, on_unit=on_unit, on_phase=bar.set_label,
+            engine=make_engine,
         )
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
+
+
+def _engine_factory(engine: str | None, scheduler: str | None, workers: int | None, compat: str,
+                    quiet: bool) -> Callable:
+    """``build``'s engine factory ``(workers, warm) -> Engine`` from --engine/--scheduler."""
+    from mlmcorpus.engines import LocalPool
+
+    if scheduler is not None and engine == "local":
+        raise ConfigError("--scheduler attaches to a Dask cluster: it cannot go with --engine local")
+    if engine != "dask" and scheduler is None:
+        return LocalPool
+    if compat == "google":
+        raise ConfigError("--compat google runs in one process, as the reference: it takes no --engine dask or --scheduler")
+    import functools
+
+    from mlmcorpus.engines.dask import DaskEngine, require_distributed
+
+    require_distributed()
+    if scheduler is not None and workers is not None:
+        logging.getLogger("mlmcorpus").warning("--workers %d is not used with --scheduler: the cluster's workers run the build", workers)
+    # Dask's own warnings (a lost worker, a rescheduled task) go to stderr; -q leaves errors only.
+    logging.getLogger("distributed").setLevel(logging.ERROR if quiet else logging.WARNING)
+    return functools.partial(DaskEngine, scheduler=scheduler)
 
 
 def _reference_defaults(kw: dict, workers: int | None) -> None:

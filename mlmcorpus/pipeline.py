@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mlmcorpus import faults, formats, outdir, resume
 from mlmcorpus.config import BuildConfig, OutputConfig, UnitConfig, default_max_predictions
@@ -233,10 +234,22 @@ class _ShardTask:
     buckets: int
 
 
-@functools.lru_cache(maxsize=1)
+# The stage-2 shuffle a thread last loaded, as ((index, run), shuffle): the tasks of one stage 2
+# share it.  Per thread, as a Dask worker may write several shards at once (a shuffle keeps the
+# permutation it last drew and its maps).
+_STAGE2 = threading.local()
+
+
 def _shuffled_groups(index: str, run: str, seed: int, buckets: int, memory_mb: float) -> TwoStageShuffle:
-    """The stage-2 shuffle of run ``run``, loaded once per process (the tasks of one stage 2 share it)."""
-    return TwoStageShuffle.load(index, seed, buckets, memory_mb)
+    """The stage-2 shuffle of run ``run``, loaded once per thread."""
+    cached = getattr(_STAGE2, "shuffle", None)
+    if cached is None or cached[0] != (index, run):
+        cached = _STAGE2.shuffle = ((index, run), TwoStageShuffle.load(index, seed, buckets, memory_mb))
+    return cached[1]
+
+
+def _forget_stage2() -> None:
+    _STAGE2.shuffle = None
 
 
 def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
@@ -249,17 +262,23 @@ def _write_shuffled_shard(task: _ShardTask) -> SealedShard:
     shuffler = _shuffled_groups(task.index, task.run, task.config.seed, task.buckets, o.shuffle_mb)
     lo = task.shard * task.shard_rows
     hi = min(lo + task.shard_rows, task.total_rows)
-    with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
-        step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
-        g_lo = 0
-        for g, n in enumerate(shuffler.group_rows):
-            g_hi = g_lo + n
-            if g_lo < hi and g_hi > lo:
-                with shuffler.open_group(g) as group:
-                    for start in range(max(lo, g_lo), min(hi, g_hi), step):
-                        writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
-            g_lo = g_hi
-        (part,) = writer.finish()
+    try:
+        with formats.get(o.format).writer(task.out_dir, o, RowLayout.of(task.config, task.vocab_size), task.shard) as writer:
+            step = max(writer.group_rows, _STAGE2_READ_ROWS)  # memory: one slice of rows at a time
+            g_lo = 0
+            for g, n in enumerate(shuffler.group_rows):
+                g_hi = g_lo + n
+                if g_lo < hi and g_hi > lo:
+                    with shuffler.open_group(g) as group:
+                        for start in range(max(lo, g_lo), min(hi, g_hi), step):
+                            writer.write(group.rows(start - g_lo, min(start + step, hi, g_hi) - g_lo))
+                g_lo = g_hi
+            (part,) = writer.finish()
+    finally:
+        # Unmap the spill files after every task (the next one maps them again in microseconds):
+        # a worker that outlives the build (a Dask worker) would otherwise hold the removed files'
+        # disk space, and on NFS keep the spill folder from being removed (.nfs* files).
+        shuffler.close()
     faults.point("shard")
     return part
 
@@ -268,19 +287,17 @@ def _write_shuffled(shuffler: TwoStageShuffle, out_dir: str, config: BuildConfig
     """Stage 2: every output shard from its own rows of the permuted groups, on the pool's workers."""
     total = int(shuffler.rows.sum())
     per_shard = shard_rows(config.output, RowLayout.of(config, vocab_size))
-    index = shuffler.save_index()
+    # Absolute paths: a task may run on a worker whose working directory is another.
+    index = os.path.abspath(shuffler.save_index())
     run = os.urandom(8).hex()  # names this stage 2 only; never reaches the output
     tasks = [
-        _ShardTask(k, index, run, config, out_dir, vocab_size, per_shard, total, shuffler.buckets)
+        _ShardTask(k, index, run, config, os.path.abspath(out_dir), vocab_size, per_shard, total, shuffler.buckets)
         for k in range(-(-total // per_shard))
     ]
     try:
         return finish_shards(out_dir, list(pool.map(_write_shuffled_shard, tasks)))
     finally:
-        # When stage 2 ran in this process: unmap the spill files before they are removed.
-        if _shuffled_groups.cache_info().currsize:
-            _shuffled_groups(index, run, config.seed, shuffler.buckets, config.output.shuffle_mb).close()
-        _shuffled_groups.cache_clear()
+        _forget_stage2()  # when stage 2 ran in this process (its tasks unmapped their files)
 
 
 def write_shards(
@@ -494,12 +511,15 @@ def _run(
 
     word_starts = carries_word_starts(tok, config, config.mask.masking)
     splits = plan(sources, reader, config.units)
-    job = UnitJob(tokenizer, tok.sha256, config, out_dir, word_starts)
+    # The jobs' paths are absolute: they may run on a worker whose working directory is another.
+    job_tokenizer = replace(tokenizer, path=os.path.abspath(tokenizer.path))
+    job_out = os.path.abspath(out_dir)
+    job = UnitJob(job_tokenizer, tok.sha256, config, job_out, word_starts)
     with engine(workers, job.warm) as pool:
         results: Iterator[MaskedUnit]
         if _reads_in_workers(splits, workers, pool.parallel, read):
             # Each worker reads its own splits: this process only plans and collects.
-            split_job = SplitJob(tokenizer, tok.sha256, config, reader, out_dir, word_starts, resuming)
+            split_job = SplitJob(job_tokenizer, tok.sha256, config, reader, job_out, word_starts, resuming)
             items = (_finished_split(split, done) or split for split in splits)
             results = _units_of(pool.map(split_job, items), stats, on_progress)
         else:

@@ -13,11 +13,12 @@ one group, and the result depends only on the rows, the seed and the
 configuration -- never on the number of workers or on which process spilled
 which unit (a unit is found by its recorded file and offset).
 
-Spill files are raw column blocks, one per process (a corpus of thousands of
-units still has a handful of files to map: every map holds a file descriptor),
-named by a random token rather than the process id, which repeats across machines
-sharing the output directory; they live under a temporary folder removed at the
-end or on failure.
+Spill files are raw column blocks, one per process and thread (a corpus of
+thousands of units still has a handful of files to map: every map holds a file
+descriptor; two threads of one Dask worker must not append to one file), named by
+a random token rather than the process id, which repeats across machines sharing
+the output directory; they live under a temporary folder removed at the end or on
+failure.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import mmap
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -74,15 +76,17 @@ class SpillUnit:
         return self.start + sum(_aligned(self.rows * np.dtype(dt).itemsize * max(w, 1)) for _, dt, w in self.columns)
 
 
-# This process's spill file name, keyed by pid only so that a forked worker draws its own.
-_SPILL_NAME: dict[int, str] = {}
+# This process's and thread's spill file name: keyed by pid so that a forked worker draws its
+# own, and by thread because a Dask worker may run several units at once (their appends would
+# interleave in one file).  A thread id reused after its thread ended appends after it: fine.
+_SPILL_NAME: dict[tuple[int, int], str] = {}
 
 
 def _spill_name() -> str:
-    pid = os.getpid()
-    name = _SPILL_NAME.get(pid)
+    key = (os.getpid(), threading.get_ident())
+    name = _SPILL_NAME.get(key)
     if name is None:
-        name = _SPILL_NAME[pid] = f"spill-{os.urandom(8).hex()}.bin"
+        name = _SPILL_NAME[key] = f"spill-{os.urandom(8).hex()}.bin"
     return name
 
 
@@ -230,12 +234,13 @@ class TwoStageShuffle:
 
     def permutation(self, g: int) -> np.ndarray:
         """Group ``g``'s permutation (the last one is kept: a shard reads its group in slices)."""
-        if self._perm is None or self._perm[0] != g:
+        cached = self._perm  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] != g:
             if not self.permute:
-                self._perm = (g, np.arange(self.group_rows[g]))
+                cached = self._perm = (g, np.arange(self.group_rows[g]))
             else:
-                self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, ShuffleStream.GROUP).permutation(self.group_rows[g]))
-        return self._perm[1]
+                cached = self._perm = (g, unit_generator(self.seed, g, Purpose.SHUFFLE, ShuffleStream.GROUP).permutation(self.group_rows[g]))
+        return cached[1]
 
     def unit_columns(self, u: int) -> dict[str, np.ndarray]:
         """The ``u``-th registered unit's columns: read-only views of its memory-mapped spill file."""

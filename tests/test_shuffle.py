@@ -210,6 +210,33 @@ def test_spill_files_are_one_per_process_and_not_named_by_pid(tmp_path):
     assert _spill_name() not in children and all(re.fullmatch(r"spill-[0-9a-f]{16}\.bin", n) for n in children)
 
 
+def test_threads_of_one_process_append_to_files_of_their_own(tmp_path):
+    """A Dask worker may run several units at once, in threads: their appends must not interleave."""
+    import threading
+
+    from mlmcorpus.shuffle import _spill_name, scatter
+
+    names: list[str] = []
+    thread = threading.Thread(target=lambda: names.append(_spill_name()))
+    thread.start()
+    thread.join()
+    assert names[0] != _spill_name() == _spill_name()
+    spills = []
+    both = threading.Barrier(2)  # alive at once (an ended thread's id may be reused)
+
+    def spill(u: int) -> None:
+        both.wait()
+        spills.append(scatter(str(tmp_path), 1, 4, u, unit_columns(u, 10)))
+        both.wait()
+
+    threads = [threading.Thread(target=spill, args=(u,)) for u in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({s.path for s in spills}) == 2 and all(s.start == 0 for s in spills)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="RLIMIT_NOFILE as on Linux")
 def test_stage_two_maps_a_few_files_whatever_the_number_of_units(spm_model, tmp_path):
     """Hundreds of units under a 128-descriptor limit: every mapped spill file holds a

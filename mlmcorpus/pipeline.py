@@ -441,6 +441,8 @@ def build(
 
         if tokenizer is None:
             raise ConfigError("--compat google: pass the reference's vocab.txt as --tokenizer (it trains none)")
+        if resume_build:
+            raise ConfigError("--compat google cannot --resume: like the reference, it makes every instance in one pass")
         with outdir.lock(out_dir):
             return google.build(sources, out_dir, config=config, tokenizer=tokenizer, overwrite=overwrite,
                                 on_progress=on_progress, on_unit=on_unit, on_phase=on_phase)

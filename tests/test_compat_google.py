@@ -299,6 +299,7 @@ def test_same_bytes_twice_and_workers_are_not_used(runner, tmp_path, corpus_file
     (["--mask-ratios", "0.5,0.25,0.25"], "0.8,0.1,0.1"),
     (["--shuffle"], "--shuffle does not apply"),
     (["--masking", "whole-word", "--word-splitter", "os.path:split"], "no --word-splitter"),
+    (["--resume"], "cannot --resume"),
 ])
 def test_refuses_what_the_reference_cannot_do(runner, tmp_path, corpus_file, vocab, extra, message):
     result = runner.invoke(cli, ["build", str(corpus_file), "-o", str(tmp_path / "out"), "--tokenizer", str(vocab),

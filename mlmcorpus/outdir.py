@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator
 
-from mlmcorpus.errors import OutputError
+from mlmcorpus.errors import ConfigError, OutputError
 
 __all__ = [
     "MANIFEST",
@@ -89,32 +90,47 @@ def units_dir(out_dir: str) -> str:
     return os.path.join(out_dir, UNITS_DIR)
 
 
+_SHARD_NAME = re.compile(r"train-\d{5}-of-\d{5}(\.[a-z]+)?$")
+
+
+def _left_by_a_killed_build(name: str) -> bool:
+    """What a build killed before its first record can leave: temporaries, shards by their exact
+    names, the tokenizer it trained."""
+    return name.startswith(TMP_PREFIX) or bool(_SHARD_NAME.match(name)) or name.startswith(TOKENIZER + ".")
+
+
 def written_by_a_build(name: str) -> bool:
-    """Whether an entry of the output directory is a shard or a temporary of ours."""
-    return name.startswith((SHARD_PREFIX, TMP_PREFIX))
+    """Whether an entry of the output directory is a shard (by its exact name) or a temporary of ours."""
+    return name.startswith(TMP_PREFIX) or bool(_SHARD_NAME.match(name))
 
 
 def prepare(out_dir: str, overwrite: bool, resume: bool = False) -> bool:
     """Create ``out_dir``; refuse a non-empty one unless ``overwrite`` (then clear what a build
     writes) or ``resume``.  Returns whether an interrupted build's records are there to resume
-    (its shards, finished or not, and its manifest are removed; its records and spill stay)."""
+    (its shards, finished or not, and its manifest are removed; its records and spill stay).
+
+    ``resume`` without records goes ahead only where a killed build left nothing but its own
+    leftovers (temporaries, shards without a manifest, its trained tokenizer): anything else
+    is refused as a plain build refuses it.
+    """
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume exclude each other: --resume keeps an interrupted build's work, "
+                          "--overwrite throws it away")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputError(f"{out_dir}: exists and is not a directory")
     entries = [n for n in os.listdir(out_dir) if n != LOCK] if os.path.isdir(out_dir) else []
-    interrupted = os.path.isdir(units_dir(out_dir))
-    resuming = False
-    keep: tuple[str, ...] = (LOCK,)
-    if entries:
-        if resume and interrupted:
-            resuming = True
-            keep = (UNITS_DIR, SPILL_DIR, LOCK)
-        elif resume and os.path.exists(manifest_path(out_dir)):
+    finished = os.path.exists(manifest_path(out_dir))
+    resuming = resume and os.path.isdir(units_dir(out_dir))
+    keep: tuple[str, ...] = (UNITS_DIR, SPILL_DIR, LOCK) if resuming else (LOCK,)
+    if entries and not resuming and not overwrite:
+        if resume and finished:
             raise OutputError(f"{out_dir}: holds a finished build, nothing to resume; pass --overwrite to rebuild it")
-        elif not overwrite and not resume:
-            unfinished = interrupted or (not os.path.exists(manifest_path(out_dir)) and any(map(written_by_a_build, entries)))
+        leftovers = not finished and all(_left_by_a_killed_build(n) for n in entries)
+        if not (resume and leftovers):
             hint = ("an interrupted build's work is there: pass --resume to continue it, or --overwrite to start over"
-                    if unfinished else "pass --overwrite to replace it")
+                    if leftovers else "pass --overwrite to replace it")
             raise OutputError(f"{out_dir}: output directory is not empty; {hint}")
+    if entries:
         manifest = manifest_path(out_dir)
         if os.path.exists(manifest):
             os.unlink(manifest)  # first: a directory without a manifest is an incomplete build

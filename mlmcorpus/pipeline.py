@@ -137,8 +137,9 @@ class SplitJob:
     reader: ReaderConfig
     out_dir: str
     word_starts: bool = False
-    #: Look for the records of units finished before an interruption (build --resume).
-    resuming: bool = False
+    #: With build --resume: look for the records of units finished before the interruption,
+    #: whose spills must hold this.
+    expected: resume.Expected | None = None
 
     def warm(self) -> None:
         _loaded(self.tokenizer, self.tokenizer_sha256)
@@ -152,7 +153,7 @@ class SplitJob:
         read = ReadStats()
         units = []
         for unit in iter_units(iter_split_documents(split, self.reader, read), config.units):
-            done = resume.read_unit_record(self.out_dir, unit.id) if self.resuming else None
+            done = resume.read_unit_record(self.out_dir, unit.id, self.expected) if self.expected else None
             if done is not None:
                 units.append(done)
                 continue
@@ -461,7 +462,7 @@ def _build(
     prior = resume.read_build_record(out_dir) if resuming else None
     trained = tokenizer is None
     if tokenizer is None:
-        kept = resume.trained_tokenizer(prior)
+        kept = resume.trained_tokenizer(out_dir, prior)
         if kept is not None:  # trained by the interrupted build
             tokenizer = TokenizerSpec(kept)
         else:
@@ -486,7 +487,8 @@ def _build(
         resume.clear(out_dir)
         resume.write_build_record(out_dir, record)
     faults.point("start")
-    done = resume.load_records(out_dir) if resuming else resume.Records({}, {})
+    expected = resume.expected_spill(spill_buckets(config.output), RowLayout.of(config, tok.vocab_size))
+    done = resume.load_records(out_dir, expected) if resuming else resume.Records({}, {})
     if resuming:
         log.info("resuming: %d units and %d splits finished before", len(done.units), len(done.splits))
     try:
@@ -521,7 +523,9 @@ def _run(
         results: Iterator[MaskedUnit]
         if _reads_in_workers(splits, workers, pool.parallel, read):
             # Each worker reads its own splits: this process only plans and collects.
-            split_job = SplitJob(job_tokenizer, tok.sha256, config, reader, job_out, word_starts, resuming)
+            split_job = SplitJob(job_tokenizer, tok.sha256, config, reader, job_out, word_starts,
+                                 resume.expected_spill(spill_buckets(config.output), RowLayout.of(config, tok.vocab_size))
+                                 if resuming else None)
             items = (_finished_split(split, done) or split for split in splits)
             results = _units_of(pool.map(split_job, items), stats, on_progress)
         else:

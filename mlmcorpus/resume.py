@@ -29,10 +29,11 @@ import numpy as np
 from mlmcorpus import outdir
 from mlmcorpus.errors import InputError, OutputError
 from mlmcorpus.readers import ReadStats, Source
+from mlmcorpus.schema import RowLayout
 from mlmcorpus.shuffle import SpillUnit
 from mlmcorpus.units import MaskedUnit, PairStats
 
-__all__ = ["BUILD", "Records", "build_record", "check_build_record", "clear", "read_build_record", "read_unit_record",
+__all__ = ["BUILD", "Expected", "Records", "expected_spill", "build_record", "check_build_record", "clear", "read_build_record", "read_unit_record",
            "trained_tokenizer", "write_build_record", "write_unit_record",
            "write_split_record", "load_records"]
 
@@ -126,6 +127,11 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 # ---------------------------------------------------------------- units and splits
 
 
+def expected_spill(buckets: int, layout: RowLayout) -> Expected:
+    """What the spill of a unit of a build with ``layout`` holds (see :func:`shuffle.scatter`)."""
+    return Expected(buckets, tuple((name, np.dtype(t.dtype).str, t.width) for name, t in layout.compact_types().items()))
+
+
 def _pair_stats_dict(s: PairStats) -> dict[str, Any]:
     return {"documents": s.documents, "sentences": s.sentences, "tokens": s.tokens, "instances": s.instances,
             "random_next": s.random_next, "counts": dict(s.counts)}
@@ -157,6 +163,14 @@ def write_split_record(out_dir: str, split: int, read: ReadStats, unit_ids: list
     _atomic_json(os.path.join(outdir.units_dir(out_dir), f"split-{split}.json"), record)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a unit record of this build must say of its spill: the buckets and the columns."""
+
+    buckets: int
+    columns: tuple[tuple[str, str, int], ...]
+
+
 @dataclass
 class Records:
     """The completion records found in an output directory."""
@@ -165,7 +179,7 @@ class Records:
     splits: dict[int, tuple[ReadStats, list[int]]]
 
 
-def load_records(out_dir: str) -> Records:
+def load_records(out_dir: str, expected: Expected) -> Records:
     """Every valid unit and split record (a split counts only with all its units' records)."""
     folder = outdir.units_dir(out_dir)
     spill_dir = outdir.spill_dir(out_dir)
@@ -177,7 +191,7 @@ def load_records(out_dir: str) -> Records:
         return Records(units, splits)
     for name in names:
         if name.startswith("unit-") and name.endswith(".json"):
-            unit = _load_unit(os.path.join(folder, name), spill_dir)
+            unit = _load_unit(os.path.join(folder, name), spill_dir, expected)
             if unit is not None:
                 units[unit.unit_id] = unit
     for name in names:
@@ -193,7 +207,7 @@ def load_records(out_dir: str) -> Records:
     return Records(units, splits)
 
 
-def _load_unit(path: str, spill_dir: str) -> MaskedUnit | None:
+def _load_unit(path: str, spill_dir: str, expected: Expected) -> MaskedUnit | None:
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
@@ -207,8 +221,13 @@ def _load_unit(path: str, spill_dir: str) -> MaskedUnit | None:
                 return None
             full = os.path.join(spill_dir, file)
             columns = tuple((str(c), str(np.dtype(str(dt)).str), int(w)) for c, dt, w in s["columns"])
-            spill = SpillUnit(int(d["unit_id"]), full, int(s["start"]), int(s["rows"]), columns,
-                              np.asarray([int(x) for x in s["offsets"]], dtype=np.int64))
+            offsets = np.asarray([int(x) for x in s["offsets"]], dtype=np.int64)
+            start, rows = int(s["start"]), int(s["rows"])
+            # Sizes are checked before they are used: the rows must be where the record says.
+            if (columns != expected.columns or len(offsets) != expected.buckets + 1 or offsets[0] != 0
+                    or offsets[-1] != rows or (np.diff(offsets) < 0).any() or start < 0 or rows < 1):
+                return None
+            spill = SpillUnit(int(d["unit_id"]), full, start, rows, columns, offsets)
             if not os.path.isfile(full) or os.path.getsize(full) < spill.end:
                 return None
         return MaskedUnit(int(d["unit_id"]), None, stats, counts, spill)
@@ -217,22 +236,23 @@ def _load_unit(path: str, spill_dir: str) -> MaskedUnit | None:
 
 
 
-def read_unit_record(out_dir: str, unit_id: int) -> MaskedUnit | None:
+def read_unit_record(out_dir: str, unit_id: int, expected: Expected) -> MaskedUnit | None:
     """The record of unit ``unit_id`` if it finished (and its spill data is there), else None."""
     path = os.path.join(outdir.units_dir(out_dir), f"unit-{unit_id}.json")
     if not os.path.exists(path):
         return None
-    unit = _load_unit(path, outdir.spill_dir(out_dir))
+    unit = _load_unit(path, outdir.spill_dir(out_dir), expected)
     return unit if unit is not None and unit.unit_id == unit_id else None
 
 
-def trained_tokenizer(prior: dict[str, Any] | None) -> str | None:
-    """The tokenizer an interrupted build trained, if it is still there unchanged."""
+def trained_tokenizer(out_dir: str, prior: dict[str, Any] | None) -> str | None:
+    """The tokenizer an interrupted build trained into ``out_dir``, if it is still there unchanged
+    (the record's path is not followed: a copied directory uses its own)."""
     from mlmcorpus.hashing import sha256_file
 
     tok = (prior or {}).get("tokenizer") or {}
-    path = tok.get("path")
-    if not tok.get("trained_by_build") or not isinstance(path, str) or not os.path.isfile(path):
+    path = outdir.tokenizer_prefix(out_dir) + ".model"
+    if not tok.get("trained_by_build") or not os.path.isfile(path):
         return None
     return path if sha256_file(path) == tok.get("sha256") else None
 

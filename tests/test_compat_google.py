@@ -40,6 +40,7 @@ TRICKY = [
     "x" * 150 + " " + "y" * 250 + " " + "z" * 201 + " " + "w" * 200,
     "[CLS] [SEP] [MASK] [UNK] [unused1] ##ing",
     "emoji 👍🏽 👨‍👩‍👧 한국어 텍스트 ﾊﾝｶｸ カタカナ \u0301accent",
+    "private ab\ue000cd use \U000f0000the and unassigned x\u0378y",
 ]
 
 
@@ -194,11 +195,11 @@ def rows(out: Path) -> list[tuple]:
 
 def ported(corpus_file: Path, vocab: Path, *, seed=12345, max_seq_length=128, dupe_factor=10, short_seq_prob=0.1,
            masked_lm_prob=0.15, max_predictions=20, whole_word=False, lowercase=True):
-    from mlmcorpus.compat.google import _prepared, load_tokenizer
+    from mlmcorpus.compat.google import encode_lines, load_tokenizer
     from mlmcorpus.tokenizers import TokenizerSpec
 
     tok = load_tokenizer(TokenizerSpec(str(vocab), lowercase))
-    docs = read_like_the_reference(corpus_file, lambda line: tok.encode(_prepared(line, lowercase)))
+    docs = read_like_the_reference(corpus_file, lambda line: encode_lines(tok, [line], lowercase)[0].tolist())
     sp = tok.special_ids
     continues = [tok.id_to_piece(i).startswith("##") for i in range(tok.vocab_size)]
     return reference_instances(docs, tok.vocab_size, sp.cls, sp.sep, sp.mask, continues, max_seq_length=max_seq_length,
@@ -354,7 +355,7 @@ def google():
 
 
 def test_tokenizer_equals_full_tokenizer(google, vocab):
-    from mlmcorpus.compat.google import _prepared, load_tokenizer
+    from mlmcorpus.compat.google import encode_lines, load_tokenizer
     from mlmcorpus.tokenizers import TokenizerSpec
 
     _, tokenization = google
@@ -363,7 +364,8 @@ def test_tokenizer_equals_full_tokenizer(google, vocab):
         full = tokenization.FullTokenizer(str(vocab), do_lower_case=lowercase)
         ours = load_tokenizer(TokenizerSpec(str(vocab), lowercase))
         for line in lines:
-            assert ours.encode(_prepared(line, lowercase)) == full.convert_tokens_to_ids(full.tokenize(line)), line
+            got = encode_lines(ours, [line], lowercase)[0].tolist()
+            assert got == full.convert_tokens_to_ids(full.tokenize(line)), line
 
 
 @pytest.mark.parametrize("seed,dupe,max_seq_length", [(12345, 10, 128), (1, 3, 32)])
@@ -390,3 +392,22 @@ def test_final_sigma_is_lower_cased_as_python_does_after_cleaning():
     assert _prepared("ΟΔΟΣ ΑΣ\x00Α ΑΣ.", True) == "οδος ασα ας."
     assert _prepared("ΟΔΟΣ", False) == "ΟΔΟΣ"
     assert _prepared("Plain text\x00", True) == "Plain text\x00"  # untouched: the tokenizer cleans it
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_private_use_and_unassigned_characters_make_the_word_unknown(vocab, lowercase):
+    """The reference keeps them (they are not control characters), so the word holding one is out
+    of the vocabulary: one [UNK].  `tokenizers` alone drops them and splits the word into pieces."""
+    from mlmcorpus.compat.google import encode_lines, load_tokenizer
+    from mlmcorpus.tokenizers import TokenizerSpec
+
+    tok = load_tokenizer(TokenizerSpec(str(vocab), lowercase))
+    unk = tok.special_ids.unk
+    the = encode_lines(tok, ["the"], lowercase)[0].tolist()
+    assert encode_lines(tok, ["ab\ue000cd the"], lowercase)[0].tolist() == [unk, *the]
+    assert encode_lines(tok, ["\U000f0000the"], lowercase)[0].tolist() == [unk]
+    assert encode_lines(tok, ["x\u0378y the"], lowercase)[0].tolist() == [unk, *the]
+    # Lines without such characters go through `tokenizers`, in one batch, in order.
+    lines = ["the cat", "ab\ue000cd", "Café"]
+    batch = encode_lines(tok, lines, lowercase)
+    assert [batch[i].tolist() for i in range(3)] == [encode_lines(tok, [x], lowercase)[0].tolist() for x in lines]

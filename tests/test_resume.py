@@ -177,3 +177,63 @@ def test_a_second_build_into_the_same_directory_is_refused(spm_model, tmp_path):
     assert not (out / ".tmp-lock").exists()
     r = subprocess.run([sys.executable, "-m", "mlmcorpus", "inspect", str(out), "--verify", "-q"], capture_output=True)
     assert r.returncode == 0
+
+
+def test_resume_into_a_directory_of_other_files_is_refused(runner, spm_model, tmp_path):
+    """--resume without records goes ahead only over a killed build's own leftovers; files that
+    look like shards but are not named as ours are neither counted as build work nor removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train-notes.csv").write_text("precious\n")
+    (out / "README").write_text("mine\n")
+    args = ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", "-j", "1", *SMALL]
+    plain = runner.invoke(cli, args)
+    assert plain.exit_code == 1 and "pass --overwrite to replace it" in plain.output and "--resume" not in plain.output
+    resumed = runner.invoke(cli, [*args, "--resume"])
+    assert resumed.exit_code == 1 and "not empty" in resumed.output
+    assert runner.invoke(cli, [*args, "--overwrite"]).exit_code == 0
+    assert (out / "train-notes.csv").read_text() == "precious\n" and (out / "README").exists()
+
+
+def test_overwrite_and_resume_exclude_each_other(runner, spm_model, tmp_path):
+    r = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(tmp_path / "o"), "--tokenizer", str(spm_model),
+                            "--overwrite", "--resume"])
+    assert r.exit_code == 2 and "--overwrite and --resume exclude each other" in r.output
+
+
+def test_a_copied_interrupted_build_resumes_with_its_own_trained_tokenizer(tmp_path):
+    import shutil
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "MLMCORPUS_KILL_AT": "unit:3"}
+    argv = [sys.executable, "-m", "mlmcorpus", "build", str(SAMPLE), "--vocab-size", "2000", "-q", "-j", "1", *SMALL]
+    first = tmp_path / "m1"
+    assert subprocess.run([*argv, "-o", str(first)], env=env, start_new_session=True,
+                          capture_output=True).returncode == -signal.SIGKILL
+    copy = tmp_path / "m2"
+    shutil.copytree(first, copy)
+    env.pop("MLMCORPUS_KILL_AT")
+    r = subprocess.run([*argv, "-o", str(copy), "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["tokenizer"]["path"] == "tokenizer.model" and manifest["tokenizer"]["trained_by_build"] is True
+
+
+@pytest.mark.parametrize("edit", ["short offsets", "rows beyond the spill", "other columns"])
+def test_a_malformed_unit_record_is_redone_not_trusted(reference, spm_model, tmp_path, edit):
+    args, expected, stats = reference["client"]
+    out = tmp_path / "out"
+    assert run(out, spm_model, *args, kill_at="unit:5").returncode == -signal.SIGKILL
+    record = sorted((out / ".tmp-units").glob("unit-*.json"))[0]
+    d = json.loads(record.read_text())
+    if edit == "short offsets":
+        d["spill"]["offsets"] = [0, d["spill"]["rows"]]
+    elif edit == "rows beyond the spill":
+        d["spill"]["offsets"][-1] += 100000
+        d["spill"]["rows"] += 100000
+    else:
+        d["spill"]["columns"][0][1] = "<f8"
+    record.write_text(json.dumps(d))
+    resumed = run(out, spm_model, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert content(out) == expected
+    assert json.loads((out / "manifest.json").read_text())["stats"] == stats

@@ -30,8 +30,10 @@ shuffle in memory, and runs in one process; it only writes the rows more compact
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -101,6 +103,115 @@ def load_tokenizer(spec: TokenizerSpec) -> Tokenizer:
         raise ConfigError("--compat google: the reference's vocab.txt holds its special tokens (no --add-special-tokens)")
     lowercase = REFERENCE_DEFAULTS["lowercase"] if spec.lowercase is None else spec.lowercase
     return HFTokenizer(path, "wordpiece", lowercase=bool(lowercase), threads=None, max_chars_per_word=MAX_CHARS_PER_WORD)
+
+
+def encode_lines(tokenizer: Tokenizer, lines: list[str], lowercase: bool) -> EncodedBatch:
+    """Stripped lines as the reference's ``FullTokenizer`` tokenises them.
+
+    Through ``tokenizers`` (fast), except what it does not do as the reference: a final capital
+    sigma (see :func:`_prepared`), and private-use or unassigned characters, which ``tokenizers``
+    drops and the reference keeps (the word becomes [UNK]): such lines go through a plain port
+    of ``BasicTokenizer`` + ``WordpieceTokenizer`` (:class:`_Port`).
+    """
+    outside = _outside()
+    slow = {i for i, line in enumerate(lines) if not line.isascii() and outside.search(line)}
+    fast = tokenizer.encode_batch([_prepared(line, lowercase) for i, line in enumerate(lines) if i not in slow])
+    if not slow:
+        return fast
+    port = _Port.of(tokenizer.path, lowercase)
+    out: list[list[int]] = []
+    k = 0
+    for i, line in enumerate(lines):
+        if i in slow:
+            out.append(port.encode(line))
+        else:
+            out.append(fast[k].tolist())
+            k += 1
+    return EncodedBatch.from_lists(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _outside() -> re.Pattern[str]:
+    """Characters of the categories Co (private use) and Cn (unassigned), as one character class."""
+    ranges: list[list[int]] = []
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp)) in ("Co", "Cn"):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    body = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[{body}]")
+
+
+class _Port:
+    """Google's ``BasicTokenizer`` + ``WordpieceTokenizer``, step by step, for the lines
+    ``tokenizers`` would tokenise otherwise (slow: a few lines in a corpus)."""
+
+    def __init__(self, vocab: dict[str, int], lowercase: bool):
+        self.vocab, self.lowercase = vocab, lowercase
+        self.unk = vocab["[UNK]"]
+
+    @classmethod
+    @functools.lru_cache(maxsize=2)
+    def of(cls, path: str, lowercase: bool) -> _Port:
+        from mlmcorpus.tokenizers.hf import _read_vocab_txt
+
+        return cls(_read_vocab_txt(path), lowercase)
+
+    def encode(self, text: str) -> list[int]:
+        text = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in _clean(text))
+        ids: list[int] = []
+        for token in text.split():
+            if self.lowercase:
+                token = "".join(ch for ch in unicodedata.normalize("NFD", token.lower()) if unicodedata.category(ch) != "Mn")
+            for word in _split_punctuation(token):
+                ids.extend(self._pieces(word))
+        return ids
+
+    def _pieces(self, word: str) -> list[int]:
+        if len(word) > MAX_CHARS_PER_WORD:
+            return [self.unk]
+        out, start = [], 0
+        while start < len(word):
+            for end in range(len(word), start, -1):
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocab:
+                    out.append(self.vocab[piece])
+                    start = end
+                    break
+            else:
+                return [self.unk]  # a word with a part outside the vocabulary is one [UNK]
+        return out
+
+
+def _is_cjk(cp: int) -> bool:
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    # Every ASCII character that is not a letter or a digit counts, as in the reference.
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _split_punctuation(token: str) -> list[str]:
+    words: list[str] = []
+    current = ""
+    for ch in token:
+        if _is_punctuation(ch):
+            if current:
+                words.append(current)
+            words.append(ch)
+            current = ""
+        else:
+            current += ch
+    if current:
+        words.append(current)
+    return words
 
 
 def _clean(text: str) -> str:
@@ -187,8 +298,7 @@ def read_corpus(
             state["count"] = 0
 
     def flush(batch: list[str]) -> None:
-        texts = [_prepared(line, lowercase) for line in batch if line]
-        enc: EncodedBatch = tokenizer.encode_batch(texts)
+        enc = encode_lines(tokenizer, [line for line in batch if line], lowercase)
         lengths = enc.lengths
         j = 0
         for line in batch:

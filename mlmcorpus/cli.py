@@ -495,6 +495,7 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
         mlmcorpus build wiki.jsonl.gz -o wiki/ --tokenizer bert-base-uncased_vocab.txt --dupe-factor 5
         mlmcorpus build books/ -o books/ --input-format text --doc-boundary file --format numpy
         mlmcorpus build wiki.txt -o wiki/ --tokenizer vocab.txt --compat google --seed 12345
+        mlmcorpus build wiki.jsonl.gz -o wiki/ --tokenizer vocab.txt --dupe-factor 5 --resume
         mlmcorpus build wiki.jsonl.gz -o /shared/wiki/ --tokenizer vocab.txt --scheduler tcp://10.0.0.5:8786
     """
     from mlmcorpus.config import BuildConfig

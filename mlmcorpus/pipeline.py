@@ -85,6 +85,7 @@ class UnitJob:
     config: BuildConfig
     out_dir: str | None = None
     word_starts: bool = False
+    build_id: str = ""  # written into the completion records
 
     def warm(self) -> None:
         """Load the tokenizer before the first unit (an engine's per-process start)."""
@@ -97,17 +98,17 @@ class UnitJob:
         masked = unit_rows(item, tok, vocab, self.config, self.word_starts)
         if self.out_dir is not None:
             # Spilled here rather than in the parent: the rows never cross the process boundary.
-            _spill_and_record(masked, self.out_dir, self.config)
+            _spill_and_record(masked, self.out_dir, self.config, self.build_id)
         return masked
 
 
-def _spill_and_record(masked: MaskedUnit, out_dir: str, config: BuildConfig) -> None:
+def _spill_and_record(masked: MaskedUnit, out_dir: str, config: BuildConfig, build_id: str) -> None:
     """Spill a unit's rows (durably), then record it as finished."""
     if masked.columns is not None:
         spill_dir = outdir.spill_dir(out_dir)
         masked.spill = scatter(spill_dir, config.seed, spill_buckets(config.output), masked.unit_id, masked.columns, durable=True)
         masked.columns = None
-    resume.write_unit_record(out_dir, masked)
+    resume.write_unit_record(out_dir, masked, build_id)
 
 
 @dataclass
@@ -137,6 +138,7 @@ class SplitJob:
     reader: ReaderConfig
     out_dir: str
     word_starts: bool = False
+    build_id: str = ""  # written into the completion records
     #: With build --resume: look for the records of units finished before the interruption,
     #: whose spills must hold this.
     expected: resume.Expected | None = None
@@ -158,9 +160,9 @@ class SplitJob:
                 units.append(done)
                 continue
             masked = unit_rows(unit, tok, vocab, config, self.word_starts)
-            _spill_and_record(masked, self.out_dir, config)
+            _spill_and_record(masked, self.out_dir, config, self.build_id)
             units.append(masked)
-        resume.write_split_record(self.out_dir, split.index, read, [u.unit_id for u in units])
+        resume.write_split_record(self.out_dir, split.index, read, [u.unit_id for u in units], self.build_id)
         return SplitResult(split.index, units, read, _split_bytes(split), split.source.name if split.start == 0 else "")
 
 
@@ -483,17 +485,20 @@ def _build(
     record = resume.build_record(config.as_dict(), asdict(reader), sources, tok.sha256, tok.path, trained)
     if resuming and not resume.check_build_record(out_dir, record):
         resuming = False  # killed before it recorded what it was: nothing of it can be trusted
-    if not resuming:
+    if resuming:
+        build_id = str((resume.read_build_record(out_dir) or {}).get("build_id", ""))
+    else:
         resume.clear(out_dir)
+        build_id = record["build_id"] = os.urandom(8).hex()
         resume.write_build_record(out_dir, record)
     faults.point("start")
-    expected = resume.expected_spill(spill_buckets(config.output), RowLayout.of(config, tok.vocab_size))
+    expected = resume.expected_spill(spill_buckets(config.output), RowLayout.of(config, tok.vocab_size), build_id)
     done = resume.load_records(out_dir, expected) if resuming else resume.Records({}, {})
     if resuming:
         log.info("resuming: %d units and %d splits finished before", len(done.units), len(done.splits))
     try:
-        return _run(sources, out_dir, reader, config, tokenizer, tok, trained, workers, done, resuming,
-                    on_progress, on_unit, on_phase, engine, read)
+        return _run(sources, out_dir, reader, config, tokenizer, tok, trained, workers, done, build_id,
+                    expected if resuming else None, on_progress, on_unit, on_phase, engine, read)
     except MlmCorpusError:
         # An error of this build removes what it wrote.  An interruption (Ctrl-C, SIGTERM; a
         # SIGKILL never gets here) keeps the records and the spill for --resume, and so does a
@@ -504,11 +509,12 @@ def _build(
 
 def _run(
     sources: list[Source], out_dir: str, reader: ReaderConfig, config: BuildConfig, tokenizer: TokenizerSpec,
-    tok: Tokenizer, trained: bool, workers: int, done: resume.Records, resuming: bool,
+    tok: Tokenizer, trained: bool, workers: int, done: resume.Records, build_id: str, expected: resume.Expected | None,
     on_progress: Callable[[int], None] | None, on_unit: Callable[[MaskedUnit], None] | None,
     on_phase: Callable[[str], None] | None, engine: Callable[[int, Callable[[], None]], Engine], read: str,
 ) -> Manifest:
-    """The build proper, once the directory, the tokenizer and the records are settled."""
+    """The build proper, once the directory, the tokenizer and the records are settled
+    (``expected``: what this build's records say, when it resumes)."""
     stats = BuildStats()
     if on_phase:
         on_phase("building")
@@ -518,14 +524,12 @@ def _run(
     # The jobs' paths are absolute: they may run on a worker whose working directory is another.
     job_tokenizer = replace(tokenizer, path=os.path.abspath(tokenizer.path))
     job_out = os.path.abspath(out_dir)
-    job = UnitJob(job_tokenizer, tok.sha256, config, job_out, word_starts)
+    job = UnitJob(job_tokenizer, tok.sha256, config, job_out, word_starts, build_id)
     with engine(workers, job.warm) as pool:
         results: Iterator[MaskedUnit]
         if _reads_in_workers(splits, workers, pool.parallel, read):
             # Each worker reads its own splits: this process only plans and collects.
-            split_job = SplitJob(job_tokenizer, tok.sha256, config, reader, job_out, word_starts,
-                                 resume.expected_spill(spill_buckets(config.output), RowLayout.of(config, tok.vocab_size))
-                                 if resuming else None)
+            split_job = SplitJob(job_tokenizer, tok.sha256, config, reader, job_out, word_starts, build_id, expected)
             items = (_finished_split(split, done) or split for split in splits)
             results = _units_of(pool.map(split_job, items), stats, on_progress)
         else:

@@ -127,9 +127,10 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 # ---------------------------------------------------------------- units and splits
 
 
-def expected_spill(buckets: int, layout: RowLayout) -> Expected:
+def expected_spill(buckets: int, layout: RowLayout, build_id: str) -> Expected:
     """What the spill of a unit of a build with ``layout`` holds (see :func:`shuffle.scatter`)."""
-    return Expected(buckets, tuple((name, np.dtype(t.dtype).str, t.width) for name, t in layout.compact_types().items()))
+    columns = tuple((name, np.dtype(t.dtype).str, t.width) for name, t in layout.compact_types().items())
+    return Expected(buckets, columns, build_id)
 
 
 def _pair_stats_dict(s: PairStats) -> dict[str, Any]:
@@ -142,10 +143,11 @@ def _pair_stats(d: dict[str, Any]) -> PairStats:
                      int(d["random_next"]), Counter({str(k): int(v) for k, v in d["counts"].items()}))
 
 
-def write_unit_record(out_dir: str, unit: MaskedUnit) -> None:
+def write_unit_record(out_dir: str, unit: MaskedUnit, build_id: str) -> None:
     """Record a finished unit (its spill data must be durable already)."""
     spill = unit.spill
     record: dict[str, Any] = {
+        "build": build_id,
         "unit_id": unit.unit_id,
         "pair_stats": _pair_stats_dict(unit.pair_stats),
         "mask_counts": [int(x) for x in unit.mask_counts],
@@ -157,9 +159,9 @@ def write_unit_record(out_dir: str, unit: MaskedUnit) -> None:
     _atomic_json(os.path.join(outdir.units_dir(out_dir), f"unit-{unit.unit_id}.json"), record)
 
 
-def write_split_record(out_dir: str, split: int, read: ReadStats, unit_ids: list[int]) -> None:
+def write_split_record(out_dir: str, split: int, read: ReadStats, unit_ids: list[int], build_id: str) -> None:
     """Record a split read to its end by one worker, after its units' records."""
-    record = {"split": split, "read": read.as_dict(), "units": unit_ids}
+    record = {"build": build_id, "split": split, "read": read.as_dict(), "units": unit_ids}
     _atomic_json(os.path.join(outdir.units_dir(out_dir), f"split-{split}.json"), record)
 
 
@@ -169,6 +171,9 @@ class Expected:
 
     buckets: int
     columns: tuple[tuple[str, str, int], ...]
+    #: The build's id (``build.json``): a record another build left (a stray task of an
+    #: earlier build on a shared cluster) is not this build's work.
+    build_id: str = ""
 
 
 @dataclass
@@ -200,7 +205,7 @@ def load_records(out_dir: str, expected: Expected) -> Records:
                 with open(os.path.join(folder, name), encoding="utf-8") as f:
                     d = json.load(f)
                 ids = [int(u) for u in d["units"]]
-                if all(u in units for u in ids):
+                if d.get("build") == expected.build_id and all(u in units for u in ids):
                     splits[int(d["split"])] = (ReadStats.from_dict(d["read"]), ids)
             except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue  # redone
@@ -211,6 +216,8 @@ def _load_unit(path: str, spill_dir: str, expected: Expected) -> MaskedUnit | No
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
+        if d.get("build") != expected.build_id:
+            return None
         stats = _pair_stats(d["pair_stats"])
         counts = np.asarray([int(x) for x in d["mask_counts"]], dtype=np.int64)
         spill = None

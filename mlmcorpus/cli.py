@@ -575,6 +575,13 @@ def _reference_defaults(kw: dict, workers: int | None) -> None:
         logging.getLogger("mlmcorpus").warning("--compat google runs in one process, as the reference; --workers %d is not used", workers)
 
 
+def _stdin(command: str) -> Any:
+    """stdin's bytes, or a one-line error when the process was started with stdin closed."""
+    if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+        raise InputError(f"{command} reads its input on stdin, and stdin is closed")
+    return sys.stdin.buffer
+
+
 def _refuse_terminal_stdout(command: str) -> None:
     if sys.stdout.isatty():
         raise ConfigError(f"{command} writes a binary Arrow stream: pipe it into the next stage or redirect it to a file")
@@ -641,7 +648,7 @@ def mask(seed: int | None, quiet: bool, **kw: Any) -> None:
 
     setup_logging(quiet)
     _refuse_terminal_stdout("mask")
-    run_mask(sys.stdin.buffer, sys.stdout.buffer, mask=_mask_config(kw), seed=seed)
+    run_mask(_stdin("mask"), sys.stdout.buffer, mask=_mask_config(kw), seed=seed)
 
 
 @cli.command()
@@ -663,7 +670,7 @@ def write(out_dir: str, quiet: bool, **kw: Any) -> None:
 
     setup_logging(quiet)
     started = time.perf_counter()
-    manifest = run_write(sys.stdin.buffer, out_dir, output=_output_config(kw), overwrite=kw.pop("overwrite"))
+    manifest = run_write(_stdin("write"), out_dir, output=_output_config(kw), overwrite=kw.pop("overwrite"))
     if not quiet:
         stderr_console().print(_build_summary(manifest, out_dir, time.perf_counter() - started))
 
@@ -853,7 +860,7 @@ def tokenizer_encode(
     from mlmcorpus.tokenizers import load_tokenizer
 
     tok = load_tokenizer(path, lowercase=lowercase, add_special_tokens=add_special_tokens)
-    bad = run_tokenizer_encode(tok, sys.stdin.buffer, sys.stdout, output=output, batch_size=batch_size)
+    bad = run_tokenizer_encode(tok, _stdin("tokenizer encode"), sys.stdout, output=output, batch_size=batch_size)
     if bad:
         click.echo(f"Warning: {bad:,} input line(s) had invalid UTF-8, replaced by U+FFFD", err=True)
 

@@ -471,4 +471,24 @@ def get_splitter(name: str) -> Splitter:
     if not isinstance(name, str) or ":" not in name:
         raise ValueError(f"unknown sentence splitter {name!r}; choose {_choices()}")
     obj = load_callable(name, "sentence splitter", f"; choose {_choices()}")
-    return cast(Splitter, obj)
+    if any(obj is builtin for builtin in SPLITTERS.values()):
+        return cast(Splitter, obj)  # one of ours, named by its path
+    return _checked(name, cast(Splitter, obj))
+
+
+def _checked(name: str, fn: Splitter) -> Splitter:
+    """A plug-in splitter whose failures are one-line errors naming it: it raises, has the wrong
+    signature, or returns something else than a list of strings."""
+    from mlmcorpus.errors import ConfigError
+
+    def split(paragraph: str) -> list[str]:
+        try:
+            out = fn(paragraph)
+        except Exception as exc:  # the plug-in may fail in any way
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise ConfigError(f"--splitter {name}: failed on a paragraph ({reason})") from None
+        if not isinstance(out, (list, tuple)) or not all(isinstance(x, str) for x in out):
+            raise ConfigError(f"--splitter {name}: must return a list of str, returned {type(out).__name__}")
+        return list(out)
+
+    return split

@@ -102,6 +102,8 @@ class _Opened:
         self.source = source
         self.is_stream = source.path == "-" or _is_stream(source.path)
         if source.path == "-":
+            if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+                raise InputError("stdin: cannot read, stdin is closed")
             raw = sys.stdin.buffer
             if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
                 raw = io.BufferedReader(raw)

@@ -300,10 +300,14 @@ class _DocumentReader:
             line = self.cleaner.decode(raw, where)
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:
+                # Also what json cannot hold: an integer over Python's digit limit, nesting deeper
+                # than the recursion limit.
+                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else (
+                    "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())[:120])
                 if cfg.strict:
-                    raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-                self.stats.skip("malformed_json", f"{where}: malformed JSON line skipped ({e.msg}); --strict makes this an error")
+                    raise InputError(f"{where}: malformed JSON ({why})") from None
+                self.stats.skip("malformed_json", f"{where}: malformed JSON line skipped ({why}); --strict makes this an error")
                 continue
             if not isinstance(record, dict):
                 kind = _JSON_TYPES.get(type(record), type(record).__name__)

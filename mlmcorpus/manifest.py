@@ -161,11 +161,14 @@ def tokenizer_record(tok: Tokenizer, spec: TokenizerSpec, trained: bool, out_dir
 
 
 def write_manifest(out_dir: str, manifest: Manifest) -> None:
-    """Write ``manifest.json`` atomically: the last file of a build."""
+    """Write ``manifest.json`` atomically: the last file of a build.  If it cannot be written
+    (a full disk), the shards it lists are removed too: without their manifest they are no build."""
     data = (json.dumps(manifest.as_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     try:
         outdir.atomic_write(outdir.manifest_path(out_dir), data)
     except OSError as e:
+        for shard in manifest.shards:
+            outdir.remove(os.path.join(out_dir, shard.file))
         raise OutputError(f"{out_dir}: cannot write {outdir.MANIFEST} ({e.strerror or e})") from None
 
 

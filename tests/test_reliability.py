@@ -85,3 +85,28 @@ def test_commands_reading_stdin_with_stdin_closed(spm_model, tmp_path, argv):
                        preexec_fn=lambda: os.close(0), env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode != 0
     assert "stdin is closed" in one_line_error(r.stderr)
+
+
+def test_the_disk_filling_up_at_the_manifest(runner, spm_model, tmp_path, monkeypatch):
+    """ENOSPC exactly at the manifest: a one-line error, and nothing of the build left, neither its
+    shards (they would look like a build) nor a temporary."""
+    import errno
+
+    from mlmcorpus import outdir
+
+    real = outdir.atomic_write
+
+    def full(path, data):
+        if os.path.basename(path) == outdir.MANIFEST:
+            tmp = os.path.join(os.path.dirname(path), ".tmp-manifest.json-test")
+            open(tmp, "wb").close()  # as a real write would leave one half-written
+            os.unlink(tmp)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(outdir, "atomic_write", full)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(out), "--tokenizer", str(spm_model), "-q", "-j", "1"])
+    assert result.exit_code == 1
+    assert one_line_error(result.output) == f"Error: {out}: cannot write manifest.json (No space left on device)"
+    assert sorted(os.listdir(out)) == []

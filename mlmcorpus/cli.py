@@ -509,6 +509,8 @@ def build(sources: tuple[str, ...], out_dir: str, tokenizer_path: str | None, se
     if compat == "google":
         _reference_defaults(kw, workers)
     reader = _reader_config(kw)
+    if tokenizer_path is not None:
+        _refuse_training_options()
     spec = _tokenizer_spec(tokenizer_path, kw, check=compat == "none")
     train = _train_config(kw, seed)
     pairs, units = _pair_unit_configs(kw)
@@ -557,6 +559,20 @@ def _engine_factory(engine: str | None, scheduler: str | None, workers: int | No
     # Dask's own warnings (a lost worker, a rescheduled task) go to stderr; -q leaves errors only.
     logging.getLogger("distributed").setLevel(logging.ERROR if quiet else logging.WARNING)
     return functools.partial(DaskEngine, scheduler=scheduler)
+
+
+_TRAINING_OPTIONS = ("model_type", "vocab_size", "character_coverage", "input_sentence_size", "normalization")
+
+
+def _refuse_training_options() -> None:
+    """Training options given with --tokenizer would be ignored: say so instead (as --lowercase
+    with a sentencepiece model is refused)."""
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in _TRAINING_OPTIONS
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: options for training a tokenizer, which build does only without "
+                          "--tokenizer (or use `mlmcorpus tokenizer train`)")
 
 
 def _reference_defaults(kw: dict, workers: int | None) -> None:

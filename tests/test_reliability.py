@@ -110,3 +110,11 @@ def test_the_disk_filling_up_at_the_manifest(runner, spm_model, tmp_path, monkey
     assert result.exit_code == 1
     assert one_line_error(result.output) == f"Error: {out}: cannot write manifest.json (No space left on device)"
     assert sorted(os.listdir(out)) == []
+
+
+def test_training_options_with_a_tokenizer_are_refused_not_ignored(runner, spm_model, tmp_path):
+    result = runner.invoke(cli, ["build", str(SAMPLE), "-o", str(tmp_path / "o"), "--tokenizer", str(spm_model),
+                                 "--vocab-size", "500", "--model-type", "bpe"])
+    assert result.exit_code == 2
+    assert one_line_error(result.output).startswith("Error: --model-type, --vocab-size: options for training a tokenizer")
+    assert not (tmp_path / "o").exists()

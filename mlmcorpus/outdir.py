@@ -96,7 +96,7 @@ _SHARD_NAME = re.compile(r"train-\d{5}-of-\d{5}(\.[a-z]+)?$")
 def _left_by_a_killed_build(name: str) -> bool:
     """What a build killed before its first record can leave: temporaries, shards by their exact
     names, the tokenizer it trained."""
-    return name.startswith(TMP_PREFIX) or bool(_SHARD_NAME.match(name)) or name.startswith(TOKENIZER + ".")
+    return written_by_a_build(name) or name.startswith(TOKENIZER + ".")
 
 
 def written_by_a_build(name: str) -> bool:

@@ -121,6 +121,10 @@ class SplitResult:
     bytes: int  # on-disk bytes of the split, for progress
     name: str = ""  # of its file, when the split starts it (for the no-documents error)
 
+    @classmethod
+    def of(cls, split: Split, units: list[MaskedUnit], read: ReadStats) -> SplitResult:
+        return cls(split.index, units, read, _split_bytes(split), split.source.name if split.start == 0 else "")
+
 
 @dataclass(frozen=True)
 class SplitJob:
@@ -163,7 +167,7 @@ class SplitJob:
             _spill_and_record(masked, self.out_dir, config, self.build_id)
             units.append(masked)
         resume.write_split_record(self.out_dir, split.index, read, [u.unit_id for u in units], self.build_id)
-        return SplitResult(split.index, units, read, _split_bytes(split), split.source.name if split.start == 0 else "")
+        return SplitResult.of(split, units, read)
 
 
 def plan(sources: list[Source], reader: ReaderConfig, units: UnitConfig) -> list[Split]:
@@ -322,8 +326,8 @@ def write_shards(
     failure the spill stays, for ``build --resume`` (completion records point into it).
     """
     o = config.output
-    shuffler: TwoStageShuffle | None = TwoStageShuffle(out_dir, config.seed, spill_buckets(o), o.shuffle_mb, permute=o.shuffle)
-    assert shuffler is not None
+    shuffler = TwoStageShuffle(out_dir, config.seed, spill_buckets(o), o.shuffle_mb, permute=o.shuffle)
+    keep_spill = False
     try:
         for unit in results:
             if unit.spill is not None:
@@ -344,14 +348,14 @@ def write_shards(
         if pool is not None:
             pool.close(cancel=True)  # the running tasks finish before we clean up after them
         outdir.remove_partial_shards(out_dir)
-        if resumable:
-            shuffler.close()
-            shuffler = None
+        keep_spill = resumable
         if isinstance(e, OSError):
             raise OutputError(f"{out_dir}: cannot write shards ({e.strerror or e})") from None
         raise
     finally:
-        if shuffler is not None:
+        if keep_spill:
+            shuffler.close()
+        else:
             shuffler.cleanup()
     if not shards:
         raise InputError(
@@ -483,10 +487,10 @@ def _build(
         load_word_splitter(config.pairs.word_splitter)  # a hook that cannot load fails before any work
     formats.get(config.output.format)  # imported before the workers fork, not in each of them
     record = resume.build_record(config.as_dict(), asdict(reader), sources, tok.sha256, tok.path, trained)
-    if resuming and not resume.check_build_record(out_dir, record):
+    if resuming and not resume.check_build_record(out_dir, prior, record):
         resuming = False  # killed before it recorded what it was: nothing of it can be trusted
     if resuming:
-        build_id = str((resume.read_build_record(out_dir) or {}).get("build_id", ""))
+        build_id = str((prior or {}).get("build_id", ""))
     else:
         resume.clear(out_dir)
         build_id = record["build_id"] = os.urandom(8).hex()
@@ -558,5 +562,4 @@ def _finished_split(split: Split, done: resume.Records) -> SplitResult | None:
     if split.index not in done.splits:
         return None
     read, ids = done.splits[split.index]
-    return SplitResult(split.index, [done.units[u] for u in ids], read, _split_bytes(split),
-                       split.source.name if split.start == 0 else "")
+    return SplitResult.of(split, [done.units[u] for u in ids], read)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,12 +84,12 @@ def read_build_record(out_dir: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def check_build_record(out_dir: str, current: dict[str, Any]) -> bool:
-    """Whether ``out_dir`` holds the records of this very build (False: nothing to resume).
+def check_build_record(out_dir: str, old: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether ``old``, the build record found in ``out_dir``, is that of this very build
+    (False: there is none, nothing to resume).
 
-    Raises a one-line :class:`InputError` naming the first difference when it holds another's.
+    Raises a one-line :class:`InputError` naming the first difference when it is another's.
     """
-    old = read_build_record(out_dir)
     if old is None:
         return False
     if old.get("version") != _VERSION:
@@ -133,23 +132,13 @@ def expected_spill(buckets: int, layout: RowLayout, build_id: str) -> Expected:
     return Expected(buckets, columns, build_id)
 
 
-def _pair_stats_dict(s: PairStats) -> dict[str, Any]:
-    return {"documents": s.documents, "sentences": s.sentences, "tokens": s.tokens, "instances": s.instances,
-            "random_next": s.random_next, "counts": dict(s.counts)}
-
-
-def _pair_stats(d: dict[str, Any]) -> PairStats:
-    return PairStats(int(d["documents"]), int(d["sentences"]), int(d["tokens"]), int(d["instances"]),
-                     int(d["random_next"]), Counter({str(k): int(v) for k, v in d["counts"].items()}))
-
-
 def write_unit_record(out_dir: str, unit: MaskedUnit, build_id: str) -> None:
     """Record a finished unit (its spill data must be durable already)."""
     spill = unit.spill
     record: dict[str, Any] = {
         "build": build_id,
         "unit_id": unit.unit_id,
-        "pair_stats": _pair_stats_dict(unit.pair_stats),
+        "pair_stats": unit.pair_stats.as_dict(),
         "mask_counts": [int(x) for x in unit.mask_counts],
         "spill": None if spill is None else {
             "file": os.path.basename(spill.path), "start": spill.start, "rows": spill.rows,
@@ -218,7 +207,7 @@ def _load_unit(path: str, spill_dir: str, expected: Expected) -> MaskedUnit | No
             d = json.load(f)
         if d.get("build") != expected.build_id:
             return None
-        stats = _pair_stats(d["pair_stats"])
+        stats = PairStats.from_dict(d["pair_stats"])
         counts = np.asarray([int(x) for x in d["mask_counts"]], dtype=np.int64)
         spill = None
         s = d["spill"]

@@ -140,6 +140,16 @@ class PairStats:
     random_next: int = 0
     counts: Counter = field(default_factory=Counter)
 
+    def as_dict(self) -> dict:
+        return {"documents": self.documents, "sentences": self.sentences, "tokens": self.tokens,
+                "instances": self.instances, "random_next": self.random_next, "counts": dict(self.counts)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PairStats:
+        """Inverse of :meth:`as_dict`, for counts read back (stage streams, completion records)."""
+        return cls(int(d["documents"]), int(d["sentences"]), int(d["tokens"]), int(d["instances"]),
+                   int(d["random_next"]), Counter({str(k): int(v) for k, v in d["counts"].items()}))
+
     def merge(self, other: PairStats) -> None:
         self.documents += other.documents
         self.sentences += other.sentences

@@ -119,9 +119,7 @@ def _read_parts(
                 raise InputError(str(e)) from None
             stats.skip("unreadable_file", f"{e}; skipped")
     if require_documents and stats.documents == 0:
-        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.skipped.items()))
-        where = names[0] if len(names) == 1 else f"{len(names)} files"
-        raise InputError(f"{where}: no documents found" + (f" (skipped: {skipped})" if skipped else " (the input is empty)"))
+        raise InputError(no_documents_message(names, stats))
 
 
 def _read_source(

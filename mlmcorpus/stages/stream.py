@@ -98,23 +98,6 @@ def _to_numpy(col: pa.Array) -> np.ndarray:
     return to_numpy(col)
 
 
-def _pair_stats_json(s: PairStats) -> dict:
-    return {
-        "documents": s.documents,
-        "sentences": s.sentences,
-        "tokens": s.tokens,
-        "instances": s.instances,
-        "random_next": s.random_next,
-        "counts": dict(s.counts),
-    }
-
-
-def _pair_stats_from(d: dict) -> PairStats:
-    from collections import Counter
-
-    return PairStats(d["documents"], d["sentences"], d["tokens"], d["instances"], d["random_next"], Counter(d["counts"]))
-
-
 class StageWriter:
     """Writes a stage's stream: ``write_paired``/``write_masked`` per unit, ``close(read_stats)``."""
 
@@ -150,17 +133,17 @@ class StageWriter:
             starts = seg.word_starts[base : int(offsets[-1])].view(np.int8)
             columns.append(pa.ListArray.from_arrays(from_numpy((offsets - base).astype(np.int32)), from_numpy(starts)))
         batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
-        self._write_batch(batch, {"unit_id": u.unit_id, "pairs": _pair_stats_json(u.stats)})
+        self._write_batch(batch, {"unit_id": u.unit_id, "pairs": u.stats.as_dict()})
 
     def write_paired(self, p: PairedUnit) -> None:
         arrays = {"input_ids": p.input_ids, "lengths": p.lengths, "a_len": p.a_len, "next_sentence_label": p.next_sentence_label}
         if WORD_STARTS in self.schema.names:
             assert p.word_starts is not None
             arrays[WORD_STARTS] = p.word_starts.view(np.int8)
-        self._write(arrays, {"unit_id": p.unit_id, "pairs": _pair_stats_json(p.stats)})
+        self._write(arrays, {"unit_id": p.unit_id, "pairs": p.stats.as_dict()})
 
     def write_masked(self, m: MaskedUnit) -> None:
-        meta = {"unit_id": m.unit_id, "pairs": _pair_stats_json(m.pair_stats), "masked": m.mask_counts.tolist()}
+        meta = {"unit_id": m.unit_id, "pairs": m.pair_stats.as_dict(), "masked": m.mask_counts.tolist()}
         assert m.columns is not None  # the mask stage never scatters
         self._write(m.columns, meta)
 
@@ -235,7 +218,7 @@ def segmented_from(unit: dict, batch_arrays: dict[str, np.ndarray]) -> Segmented
         if len(starts) != len(flat):
             raise InputError("segments stream on stdin: word starts and token ids differ in length")
     segments = Segments(flat, start, lengths, doc_lo, doc_hi, starts)
-    return SegmentedUnit(unit["unit_id"], segments, _pair_stats_from(unit["pairs"]))
+    return SegmentedUnit(unit["unit_id"], segments, PairStats.from_dict(unit["pairs"]))
 
 
 def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:
@@ -245,11 +228,11 @@ def paired_from(unit: dict, arrays: dict[str, np.ndarray]) -> PairedUnit:
         arrays["lengths"].astype(np.int64),
         arrays["a_len"].astype(np.int64),
         arrays["next_sentence_label"].astype(np.int8, copy=False),
-        _pair_stats_from(unit["pairs"]),
+        PairStats.from_dict(unit["pairs"]),
         arrays[WORD_STARTS].astype(bool) if WORD_STARTS in arrays else None,
     )
 
 
 def masked_from(unit: dict, arrays: dict[str, np.ndarray]) -> MaskedUnit:
     columns = dict(arrays)  # the compact columns of the stream's layout
-    return MaskedUnit(unit["unit_id"], columns, _pair_stats_from(unit["pairs"]), np.array(unit["masked"], dtype=np.int64))
+    return MaskedUnit(unit["unit_id"], columns, PairStats.from_dict(unit["pairs"]), np.array(unit["masked"], dtype=np.int64))
